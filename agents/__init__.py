@@ -1,0 +1,1 @@
+"""agents package (see issue roadmap); intentionally empty until its issue lands."""

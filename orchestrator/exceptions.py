@@ -1,0 +1,160 @@
+"""The one exception root of Agentic Rollout, and the map from in-sandbox error types.
+
+::
+
+    AgenticRolloutError
+    ├── ConfigError (ValueError)              bad configuration or argument, found on the host
+    └── SandboxError                          anything about a sandbox
+        ├── SandboxStartError                 image missing, no python3, agent never answered
+        ├── SandboxConnectionError (ConnectionError)
+        │                                     the stream died: container killed, agent crashed
+        ├── RpcTimeoutError (TimeoutError)    no reply within the host-side deadline
+        └── RemoteError                       a structured error replied by the in-sandbox agent
+            ├── MalformedFrameError           the agent could not parse a frame we sent
+            ├── InvalidRequestError
+            ├── MethodNotFoundError
+            ├── InvalidParamsError (ValueError)
+            ├── DuplicateRequestError         a request id was already executed
+            ├── RemoteFileNotFoundError (FileNotFoundError)
+            ├── RemotePermissionError (PermissionError)
+            ├── RemoteIsADirectoryError (IsADirectoryError)
+            ├── RemoteNotADirectoryError (NotADirectoryError)
+            ├── RemoteFileExistsError (FileExistsError)
+            ├── NoSpaceError (OSError)
+            ├── ResourceExhaustedError
+            ├── UnsafeArchiveError (ValueError)
+            └── RemoteInternalError
+
+Errors cross the RPC boundary as ``{"code", "type", "message", "data"}`` and are raised on the
+host as the class registered for ``type`` (unknown types raise plain :class:`RemoteError`).
+This module depends on nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AgenticRolloutError(Exception):
+    """Root of every exception this package raises on purpose."""
+
+
+class ConfigError(AgenticRolloutError, ValueError):
+    """A configuration value or argument is invalid."""
+
+
+class SandboxError(AgenticRolloutError):
+    """Something went wrong with a sandbox."""
+
+
+class SandboxStartError(SandboxError):
+    """The sandbox could not be started or its agent never became ready."""
+
+
+class SandboxConnectionError(SandboxError, ConnectionError):
+    """The byte stream to the in-sandbox agent is closed; pending and later calls fail."""
+
+
+class RpcTimeoutError(SandboxError, TimeoutError):
+    """A call got no reply within its host-side deadline (the call was cancelled remotely)."""
+
+
+class RemoteError(SandboxError):
+    """A structured error reply from the in-sandbox agent."""
+
+    def __init__(
+        self, message: str, *, code: int = -32000, type: str = "RemoteError", data: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.type = type
+        self.data = data
+
+
+class MalformedFrameError(RemoteError):
+    """The agent received a frame that is not a UTF-8 JSON object."""
+
+
+class InvalidRequestError(RemoteError):
+    """The frame was JSON but not a valid request."""
+
+
+class MethodNotFoundError(RemoteError):
+    """The agent has no such method."""
+
+
+class InvalidParamsError(RemoteError, ValueError):
+    """A parameter is missing or has the wrong type."""
+
+
+class DuplicateRequestError(RemoteError):
+    """The request id was already executed and its reply is no longer cached."""
+
+
+class RemoteFileNotFoundError(RemoteError, FileNotFoundError):
+    """A path does not exist inside the sandbox."""
+
+
+class RemotePermissionError(RemoteError, PermissionError):
+    """Permission denied inside the sandbox."""
+
+
+class RemoteIsADirectoryError(RemoteError, IsADirectoryError):
+    """A file operation was given a directory."""
+
+
+class RemoteNotADirectoryError(RemoteError, NotADirectoryError):
+    """A directory operation was given something else."""
+
+
+class RemoteFileExistsError(RemoteError, FileExistsError):
+    """The path exists and the operation refuses to overwrite it."""
+
+
+class NoSpaceError(RemoteError, OSError):
+    """The sandbox's disk is full."""
+
+
+class ResourceExhaustedError(RemoteError):
+    """The sandbox ran out of processes, memory or threads."""
+
+
+class UnsafeArchiveError(RemoteError, ValueError):
+    """An uploaded archive has members that escape the destination."""
+
+
+class RemoteInternalError(RemoteError):
+    """The agent hit a bug while handling the request (it keeps running)."""
+
+
+REMOTE_ERROR_TYPES: dict[str, type[RemoteError]] = {
+    "MalformedFrame": MalformedFrameError,
+    "FrameTooLarge": MalformedFrameError,
+    "InvalidRequest": InvalidRequestError,
+    "MethodNotFound": MethodNotFoundError,
+    "InvalidParams": InvalidParamsError,
+    "InvalidArchive": InvalidParamsError,
+    "DuplicateRequest": DuplicateRequestError,
+    "FileNotFound": RemoteFileNotFoundError,
+    "PermissionDenied": RemotePermissionError,
+    "IsADirectory": RemoteIsADirectoryError,
+    "NotADirectory": RemoteNotADirectoryError,
+    "FileExists": RemoteFileExistsError,
+    "NoSpace": NoSpaceError,
+    "ResourceExhausted": ResourceExhaustedError,
+    "UnsafeArchive": UnsafeArchiveError,
+    "InternalError": RemoteInternalError,
+}
+
+
+def remote_error_from_wire(error: Any) -> RemoteError:
+    """Build the host exception for an ``error`` object of a reply (tolerates garbage)."""
+    if not isinstance(error, dict):
+        return RemoteError(f"malformed error reply: {error!r}")
+    type_ = str(error.get("type", "RemoteError"))
+    message = str(error.get("message", "remote error"))
+    code = error.get("code", -32000)
+    cls = REMOTE_ERROR_TYPES.get(type_, RemoteError)
+    return cls(message, code=code if isinstance(code, int) else -32000, type=type_,
+               data=error.get("data"))

@@ -1,0 +1,83 @@
+"""Sandboxes: one isolated environment per trajectory, reached through the in-sandbox agent.
+
+Backends are chosen by short name or by ``"package.module:ConfigClass"`` and imported lazily;
+nothing registers itself on import::
+
+    from orchestrator.sandbox import sandbox_config
+    async with sandbox_config({"type": "docker", "image": "python:3.12"}).build() as sb:
+        print((await sb.run("python3 --version")).output)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Protocol
+
+from orchestrator.exceptions import ConfigError
+from orchestrator.sandbox.base import (
+    CommandResult,
+    ExecResult,
+    FileStat,
+    Sandbox,
+    SearchMatch,
+    SearchResult,
+)
+
+#: short name -> "module:ConfigClass"
+BACKENDS: dict[str, str] = {
+    "docker": "orchestrator.sandbox.docker:DockerSandboxConfig",
+    "local": "orchestrator.sandbox.local:LocalSandboxConfig",
+}
+
+
+class SandboxConfig(Protocol):
+    """What every backend config provides: a ``type`` and a ``build()`` factory."""
+
+    type: str
+
+    def build(self, **overrides: Any) -> Sandbox: ...
+
+
+def _load(spec: str) -> Any:
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise ConfigError(f"backend path {spec!r} must look like 'package.module:ConfigClass'")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot load sandbox backend {spec!r}: {exc}") from exc
+
+
+def sandbox_config(data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any) -> SandboxConfig:
+    """Build a backend config from a dict (``type`` picks the backend; default docker)."""
+    if data is not None and not isinstance(data, dict):
+        return data
+    values = {**(data or {}), **kwargs}
+    kind = str(values.get("type", "docker"))
+    spec = BACKENDS.get(kind, kind if ":" in kind else None)
+    if spec is None:
+        raise ConfigError(f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
+                          "or an import path 'package.module:ConfigClass'")
+    cls = _load(spec)
+    if ":" in kind:
+        values.pop("type")
+    from pydantic import ValidationError
+
+    try:
+        config: SandboxConfig = cls.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {kind} sandbox config: {exc}") from exc
+    return config
+
+
+__all__ = [
+    "BACKENDS",
+    "CommandResult",
+    "ExecResult",
+    "FileStat",
+    "Sandbox",
+    "SandboxConfig",
+    "SearchMatch",
+    "SearchResult",
+    "sandbox_config",
+]

@@ -1,0 +1,1402 @@
+"""In-sandbox RPC agent: the only code that runs inside a sandbox.
+
+Standard library only, Python >= 3.8 (checked by ``tests/test_agent_imports.py``). It is copied
+into the sandbox at start (Docker ``put_archive``, Kubernetes tar over exec) and run as one
+long-lived process attached to one byte stream::
+
+    python3 -I -S /.agentic/agent.py            # requests on stdin, replies on stdout
+
+Framing: one JSON object per line, UTF-8, both directions.
+
+* request   ``{"id": "r1", "method": "session.run", "params": {...}}``
+* reply     ``{"id": "r1", "result": {...}}`` or
+            ``{"id": "r1", "error": {"code": -32602, "type": "InvalidParams", "message": "..."}}``
+* stream    ``{"id": "r1", "chunk": "<base64>"}`` zero or more before the reply (``tar.get``),
+            and host -> agent for an upload (``tar.put``), ended by ``{"id": "r1", "eof": true}``.
+
+Requests run concurrently on worker threads; replies may come out of order. A request id is
+executed at most once: a repeat of a finished id gets the cached reply, a repeat of a running
+id is ignored (its one reply answers both), a repeat of an evicted id gets ``DuplicateRequest``.
+
+This module must not import anything outside the standard library, and must not depend on the
+host package (it is also imported by the host tests, so it has no import side effects).
+"""
+
+import collections
+import errno
+import os
+import queue
+import select
+import stat as stat_mod
+import sys
+import threading
+import time
+
+try:  # the C module: same calls, without importing enum (~2 ms at start-up)
+    import _signal as signal
+except ImportError:  # pragma: no cover - non-CPython
+    import signal
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 64 * 1024 * 1024
+DEFAULT_MAX_OUTPUT = 1024 * 1024
+DEFAULT_TIMEOUT = 120.0
+MAX_READ = 16 * 1024 * 1024
+CHUNK = 256 * 1024
+REPLY_CACHE = 256
+REPLY_CACHE_MAX_BYTES = 1024 * 1024
+SEEN_IDS = 65536
+MIN_WORKERS = 4
+MAX_WORKERS = 256
+
+
+class RpcError(Exception):
+    """An error that travels to the host as a structured reply."""
+
+    def __init__(self, code, type_, message, data=None):
+        Exception.__init__(self, message)
+        self.code = code
+        self.type = type_
+        self.message = message
+        self.data = data
+
+    def to_wire(self):
+        err = {"code": self.code, "type": self.type, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+def _fast_json():
+    """loads/dumps on CPython's _json C module directly.
+
+    ``import json`` pulls in re, enum and functools: ~8 ms of every sandbox's start-up. The C
+    scanner and encoder are what json itself uses; a self-test guards against interpreters whose
+    internals differ, which fall back to the json module.
+    """
+    import _json
+
+    class _Ctx(object):
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = None
+        memo = {}
+
+    def _bad_constant(name):
+        raise ValueError("invalid constant %r" % name)
+
+    _Ctx.parse_constant = staticmethod(_bad_constant)
+    scanner = _json.make_scanner(_Ctx())
+    encoder = _json.make_encoder(None, _no_default, _json.encode_basestring, None, ":", ",",
+                                 False, False, True)
+    ws = " \t\n\r"
+
+    def loads(text):
+        i = 0
+        n = len(text)
+        while i < n and text[i] in ws:
+            i += 1
+        try:
+            obj, end = scanner(text, i)
+        except StopIteration as exc:
+            raise ValueError("Expecting value: char %s" % exc.value)
+        while end < n and text[end] in ws:
+            end += 1
+        if end != n:
+            raise ValueError("Extra data: char %d" % end)
+        return obj
+
+    def dumps(obj):
+        return "".join(encoder(obj, 0))
+
+    probe = {"a": [1, 2.5, None, True, "\u00e9\n\"x"], "b": {"c": -3}}
+    if loads(dumps(probe)) != probe or loads(' {"k": [1]} ') != {"k": [1]}:
+        raise ImportError("_json self-test failed")
+    return loads, dumps
+
+
+def _no_default(obj):
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+try:
+    json_loads, json_dumps = _fast_json()
+except Exception:  # pragma: no cover - non-CPython or changed internals
+    import json as _json_mod
+
+    json_loads = _json_mod.loads
+
+    def json_dumps(obj):
+        return _json_mod.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class _Lazy(object):
+    """Imports a module on first attribute access (keeps the agent's start-up fast)."""
+
+    def __init__(self, name):
+        self._name = name
+        self._mod = None
+
+    def __getattr__(self, attr):
+        if self._mod is None:
+            self._mod = __import__(self._name)
+        return getattr(self._mod, attr)
+
+
+subprocess = _Lazy("subprocess")
+re = _Lazy("re")
+
+
+def _b64():
+    import base64  # lazy: keeps agent start-up and idle memory small
+
+    return base64
+
+
+def invalid_params(message):
+    return RpcError(-32602, "InvalidParams", message)
+
+
+_ERRNO_TYPES = {
+    errno.ENOENT: "FileNotFound",
+    errno.EACCES: "PermissionDenied",
+    errno.EPERM: "PermissionDenied",
+    errno.EISDIR: "IsADirectory",
+    errno.ENOTDIR: "NotADirectory",
+    errno.EEXIST: "FileExists",
+    errno.ENOSPC: "NoSpace",
+    errno.EDQUOT: "NoSpace",
+    errno.EROFS: "PermissionDenied",
+    errno.ENOTEMPTY: "DirectoryNotEmpty",
+    errno.EAGAIN: "ResourceExhausted",
+    errno.ENOMEM: "ResourceExhausted",
+}
+
+
+def os_error(exc, path=None):
+    type_ = _ERRNO_TYPES.get(exc.errno or 0, "OSError")
+    where = path if path is not None else exc.filename
+    text = exc.strerror or str(exc)
+    message = "%s: %s" % (text, where) if where else text
+    return RpcError(-32001, type_, message, {"errno": exc.errno, "path": where})
+
+
+# --------------------------------------------------------------------------------------------
+# parameters
+
+
+def _param(params, name, kind, default=None, required=False):
+    if name not in params or params[name] is None:
+        if required:
+            raise invalid_params("missing required parameter %r" % name)
+        return default
+    value = params[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise invalid_params(
+            "parameter %r must be %s, got %s" % (name, names, type(value).__name__)
+        )
+    return value
+
+
+def _env_param(params):
+    env = _param(params, "env", dict, {})
+    for k, v in env.items():
+        if not isinstance(v, str) or "=" in k or "\0" in k or "\0" in v:
+            raise invalid_params("parameter 'env' must map names to strings")
+    return env
+
+
+def _timeout_param(params):
+    timeout = _param(params, "timeout", float, DEFAULT_TIMEOUT)
+    if timeout <= 0:
+        raise invalid_params("parameter 'timeout' must be > 0")
+    return timeout
+
+
+def _max_output_param(params):
+    cap = _param(params, "max_output", int, DEFAULT_MAX_OUTPUT)
+    if cap < 0:
+        raise invalid_params("parameter 'max_output' must be >= 0")
+    return cap
+
+
+def _path_param(params, name="path"):
+    path = _param(params, name, str, required=True)
+    if not path or "\0" in path:
+        raise invalid_params("parameter %r must be a non-empty path" % name)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# output capture
+
+
+class Capture(object):
+    """Keeps the first and last ``cap // 2`` bytes of a stream and counts the rest."""
+
+    def __init__(self, cap):
+        self.head_cap = cap - cap // 2
+        self.tail_cap = cap // 2
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data):
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data and self.tail_cap:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_cap:
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    @property
+    def elided(self):
+        return max(0, self.total - len(self.head) - min(len(self.tail), self.tail_cap))
+
+    def text(self):
+        tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
+        head = bytes(self.head).decode("utf-8", "replace")
+        if self.elided:
+            note = "\n[... %d bytes elided ...]\n" % self.elided
+            return head + note + tail.decode("utf-8", "replace")
+        return (bytes(self.head) + tail).decode("utf-8", "replace")
+
+
+# --------------------------------------------------------------------------------------------
+# process helpers
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _uptime_ticks():
+    with open("/proc/uptime") as f:
+        return int(float(f.read().split()[0]) * _CLK_TCK)
+
+
+def _proc_table():
+    """pid -> (ppid, pgid, starttime ticks) for every visible process."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        fields = raw[raw.rfind(b")") + 2 :].split()
+        try:
+            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[19]))
+        except (IndexError, ValueError):
+            continue
+    return table
+
+
+def new_descendants(root, since_ticks):
+    """Descendants of ``root`` created at or after ``since_ticks`` (and their subtrees).
+
+    Children of processes that predate the command (earlier background jobs) are left alone.
+    """
+    table = _proc_table()
+    children = collections.defaultdict(list)
+    for pid, (ppid, _pgid, _start) in table.items():
+        children[ppid].append(pid)
+    found = []
+    stack = [c for c in children[root] if table[c][2] >= since_ticks - 1]
+    while stack:
+        pid = stack.pop()
+        found.append((pid, table[pid][1]))
+        stack.extend(children[pid])
+    return found
+
+
+def kill_tree(root, since_ticks, keep_pgids):
+    """SIGKILL the processes a command created, by process group and by pid, until none is left."""
+    for _ in range(20):
+        procs = new_descendants(root, since_ticks)
+        if not procs:
+            return
+        for pgid in set(g for _p, g in procs) - keep_pgids:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid, _g in procs:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.01)
+
+
+def _oom_kills():
+    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _memory_limit():
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < (1 << 60):
+            return int(raw)
+    return None
+
+
+def _rss_bytes(pid="self"):
+    try:
+        with open("/proc/%s/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _describe_exit(code, oom):
+    if oom:
+        limit = _memory_limit()
+        where = " (limit %d MiB)" % (limit // (1 << 20)) if limit else ""
+        return "killed by the kernel OOM killer: the sandbox ran out of memory%s" % where
+    if code is not None and code < 0:
+        import signal as signal_mod
+
+        try:
+            return "killed by signal %s" % signal_mod.Signals(-code).name
+        except ValueError:
+            return "killed by signal %d" % -code
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# persistent bash sessions
+
+
+class Session(object):
+    """A named bash process whose cwd, env and functions persist across commands.
+
+    Each command is written to a file and sourced with stdin from /dev/null; a marker printed
+    after it carries the exit code. On timeout (or cancel) the agent SIGINTs bash (its trap
+    returns from the sourced file) and SIGKILLs the processes the command created; if bash does
+    not come back it is killed and restarted with the last saved cwd, exported env and functions.
+    """
+
+    def __init__(self, name, root, shell, cwd, env):
+        self.name = name
+        self.lock = threading.Lock()
+        self.shell = shell
+        self.cwd = cwd
+        self.env = env
+        safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
+        self.dir = os.path.join(root, "s-%s" % safe)
+        self.proc = None
+        self.seq = 0
+        self.token = b""
+        self.restarts = 0
+        self.cancel = threading.Event()
+
+    @property
+    def state_file(self):
+        return os.path.join(self.dir, "state")
+
+    def _start(self, restore):
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        cwd = self.cwd
+        if restore is not None and os.path.isdir(restore):
+            cwd = restore
+        env = dict(os.environ)
+        env.update({"PAGER": "cat", "GIT_PAGER": "cat", "MANPAGER": "cat", "TERM": "dumb"})
+        env.update(self.env)
+        try:
+            self.proc = subprocess.Popen(
+                [self.shell, "--noprofile", "--norc"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise RpcError(-32001, "ShellNotFound", "shell %r not found in the sandbox" % self.shell)
+        except OSError as exc:
+            raise os_error(exc, cwd)
+        self.token = ("__AGENTIC_%s_" % os.urandom(8).hex()).encode()
+        lines = []
+        if restore is not None and os.path.exists(self.state_file):
+            lines.append(". %s >/dev/null 2>&1" % _sh_quote(self.state_file))
+        lines += [
+            "set -m",
+            "echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
+            "__ag_state=%s" % _sh_quote(self.state_file),
+            "__ag_done() { { export -p; declare -f; } > \"$__ag_state\" 2>/dev/null; "
+            "printf '%s%%s:%%s:%%s\\n' \"$2\" \"$1\" \"$3\"; }" % self.token.decode(),
+            "trap 'return 130 2>/dev/null' INT",
+            "trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
+            "",
+        ]
+        self._send("\n".join(lines).encode())
+
+    def _send(self, data):
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # bash died; the read loop notices
+
+    def _alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def close(self):
+        proc = self.proc
+        self.proc = None
+        if proc is not None and proc.poll() is None:
+            kill_tree(proc.pid, 0, {os.getpgid(0)})
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+        if proc is not None:
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+    def run(self, command, timeout, cap):
+        with self.lock:
+            return self._run(command, timeout, cap)
+
+    def _run(self, command, timeout, cap):
+        restarted = False
+        if not self._alive():
+            restarted = self.proc is not None
+            self.close()
+            self._start(None)
+        self.seq += 1
+        self.cancel.clear()
+        cmd_file = os.path.join(self.dir, "cmd")
+        try:
+            with open(cmd_file, "wb") as f:
+                f.write(command.encode("utf-8", "surrogateescape"))
+        except OSError:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            with open(cmd_file, "wb") as f:
+                f.write(command.encode("utf-8", "surrogateescape"))
+        started = time.monotonic()
+        since = _uptime_ticks()
+        oom_before = _oom_kills()
+        self._send(
+            ("__ag_seq=%d; . %s </dev/null; __ag_done $? %d\n" % (self.seq, _sh_quote(cmd_file), self.seq)).encode()
+        )
+        capture = Capture(cap)
+        fd = self.proc.stdout.fileno()
+        marker = self.token + str(self.seq).encode() + b":"
+        window = b""
+        exit_code = None
+        ended = False
+        timed_out = cancelled = False
+        deadline = started + timeout
+        kill_attempts = 0
+        last_cwd = None
+        while True:
+            now = time.monotonic()
+            if exit_code is None and not (timed_out or cancelled):
+                if self.cancel.is_set():
+                    cancelled = True
+                elif now >= deadline:
+                    timed_out = True
+                if timed_out or cancelled:
+                    deadline = now  # start the interrupt sequence below
+            if (timed_out or cancelled) and now >= deadline:
+                if kill_attempts >= 8:
+                    break
+                kill_attempts += 1
+                if last_cwd is None:
+                    last_cwd = _proc_cwd(self.proc.pid)
+                self._interrupt(since)
+                deadline = time.monotonic() + 0.1
+            wait = max(0.0, min(deadline - time.monotonic(), 0.25))
+            ready, _, _ = select.select([fd], [], [], wait)
+            if not ready:
+                if not self._alive():
+                    # exited without a marker (exec, kill -9, exit inside a trap...)
+                    data = _drain(fd)
+                    capture.feed(data)
+                    ended = True
+                    exit_code = self.proc.returncode
+                    break
+                continue
+            data = os.read(fd, 1 << 20)
+            if not data:
+                self.proc.wait()
+                ended = True
+                exit_code = self.proc.returncode
+                break
+            buf = window + data
+            pos = buf.find(marker)
+            if pos < 0:
+                keep = max(0, len(buf) - len(marker) - 64)
+                capture.feed(buf[:keep])
+                window = buf[keep:]
+                continue
+            capture.feed(buf[:pos])
+            rest = buf[pos + len(marker) :]
+            while b"\n" not in rest:
+                more = os.read(fd, 4096)
+                if not more:
+                    break
+                rest += more
+            line, _, after = rest.partition(b"\n")
+            fields = line.split(b":")
+            try:
+                exit_code = int(fields[0])
+            except ValueError:
+                exit_code = -1
+            if len(fields) > 1 and fields[1] == b"exit":
+                ended = True
+                try:
+                    self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            if after:
+                capture.feed(after)
+            break
+        restarted_now = False
+        if exit_code is None:
+            # bash ignored the interrupt (trap removed, builtin loop in a subshell...): kill it
+            # and restore its state so the session stays usable.
+            cwd = _proc_cwd(self.proc.pid) or last_cwd
+            kill_tree(self.proc.pid, since, {os.getpgid(0)})
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            capture.feed(_drain(fd))
+            self.close()
+            self._start(cwd)
+            restarted_now = True
+        oom_after = _oom_kills()
+        oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+        if ended and (timed_out or cancelled) and not restarted_now:
+            # our interrupt killed bash (the command removed the INT trap): restore its state
+            self.close()
+            self._start(last_cwd)
+            restarted_now = True
+        elif ended and not restarted_now:
+            self.close()  # the command exited the shell: a fresh one on next use
+        result = {
+            "output": capture.text(),
+            "exit_code": exit_code,
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+            "elided_bytes": capture.elided,
+            "total_bytes": capture.total,
+            "duration": round(time.monotonic() - started, 6),
+            "session_ended": ended,
+            "session_restarted": restarted or restarted_now,
+            "oom_killed": oom,
+        }
+        if ended and exit_code is not None and exit_code < 0:
+            result["exit_code"] = 128 - exit_code
+        note = _describe_exit(exit_code if not ended else None, oom)
+        if note:
+            result["note"] = note
+        return result
+
+    def _interrupt(self, since):
+        try:
+            os.kill(self.proc.pid, signal.SIGINT)
+        except OSError:
+            pass
+        kill_tree(self.proc.pid, since, {self.proc.pid, os.getpgid(0)})
+
+
+def _proc_cwd(pid):
+    try:
+        return os.readlink("/proc/%d/cwd" % pid)
+    except OSError:
+        return None
+
+
+def _drain(fd):
+    out = b""
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0)
+        if not ready:
+            return out
+        data = os.read(fd, 1 << 20)
+        if not data:
+            return out
+        out += data
+
+
+def _sh_quote(s):
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+# --------------------------------------------------------------------------------------------
+# the agent
+
+
+class Agent(object):
+    def __init__(self, in_fd, out_fd):
+        self.in_fd = in_fd
+        self.out_fd = out_fd
+        self.write_lock = threading.Lock()
+        self.sessions = {}
+        self.sessions_lock = threading.Lock()
+        self.running = {}  # id -> cancel callable
+        self.state_lock = threading.Lock()
+        self.replies = collections.OrderedDict()
+        self.seen = set()
+        self.seen_order = collections.deque()
+        self.uploads = {}
+        self.tasks = queue.Queue()
+        self.idle = 0
+        self.workers = 0
+        self.started = time.time()
+        self.root = _make_private_dir()
+        self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "bash"
+        self.methods = {
+            "ping": self.m_ping,
+            "info": self.m_info,
+            "session.run": self.m_session_run,
+            "session.close": self.m_session_close,
+            "exec": self.m_exec,
+            "cancel": self.m_cancel,
+            "file.read": self.m_file_read,
+            "file.write": self.m_file_write,
+            "file.stat": self.m_file_stat,
+            "file.list": self.m_file_list,
+            "file.remove": self.m_file_remove,
+            "file.mkdir": self.m_file_mkdir,
+            "search": self.m_search,
+            "tar.get": self.m_tar_get,
+            "tar.put": self.m_tar_put,
+            "shutdown": self.m_shutdown,
+        }
+        self.inline = {"ping", "cancel", "info"}
+
+    # ---- transport
+
+    def send(self, obj):
+        data = (json_dumps(obj) + "\n").encode("utf-8")
+        with self.write_lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self.out_fd, view)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    return data  # host went away; the read loop will see EOF
+                view = view[n:]
+        return data
+
+    def serve(self):
+        reader = os.fdopen(self.in_fd, "rb", buffering=1 << 16)
+        while True:
+            line = reader.readline(MAX_FRAME + 1)
+            if not line:
+                break
+            if len(line) > MAX_FRAME and not line.endswith(b"\n"):
+                while True:  # skip the rest of the oversized frame
+                    more = reader.readline(1 << 20)
+                    if not more or more.endswith(b"\n"):
+                        break
+                self.send({"id": None, "error": RpcError(-32700, "FrameTooLarge",
+                           "frame exceeds %d bytes" % MAX_FRAME).to_wire()})
+                continue
+            if line.strip():
+                self.handle_frame(line)
+        self.close()
+
+    def handle_frame(self, line):
+        try:
+            msg = json_loads(line.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.send({"id": None, "error": RpcError(-32700, "MalformedFrame",
+                       "frame is not valid UTF-8 JSON: %s" % exc).to_wire()})
+            return
+        if not isinstance(msg, dict):
+            self.send({"id": None, "error": RpcError(-32600, "InvalidRequest",
+                       "frame must be a JSON object").to_wire()})
+            return
+        rid = msg.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            self.send({"id": None, "error": RpcError(-32600, "InvalidRequest",
+                       "frame needs an 'id' (string or integer)").to_wire()})
+            return
+        if "chunk" in msg or "eof" in msg:
+            self._upload_data(rid, msg)
+            return
+        method = msg.get("method")
+        params = msg.get("params", {})
+        if not isinstance(method, str):
+            self.send({"id": rid, "error": RpcError(-32600, "InvalidRequest",
+                       "request needs a string 'method'").to_wire()})
+            return
+        if not isinstance(params, dict):
+            self.send({"id": rid, "error": invalid_params("'params' must be an object").to_wire()})
+            return
+        with self.state_lock:
+            if rid in self.seen:
+                cached = self.replies.get(rid)
+                if cached is None and rid not in self.running:
+                    cached = self._encode({"id": rid, "error": RpcError(
+                        -32002, "DuplicateRequest",
+                        "request id %r was already executed; not running it again" % (rid,)).to_wire()})
+                if cached is not None:
+                    self._write_raw(cached)
+                return  # running: its one reply answers both
+            self.seen.add(rid)
+            self.seen_order.append(rid)
+            if len(self.seen_order) > SEEN_IDS:
+                self.seen.discard(self.seen_order.popleft())
+            self.running[rid] = None
+        if method == "tar.put":
+            self.uploads[rid] = queue.Queue(maxsize=64)
+        if method in self.inline:
+            self.execute(rid, method, params)
+        else:
+            self._submit(rid, method, params)
+
+    def _encode(self, obj):
+        return (json_dumps(obj) + "\n").encode("utf-8")
+
+    def _write_raw(self, data):
+        with self.write_lock:
+            try:
+                os.write(self.out_fd, data) if len(data) < 65536 else self._write_all(data)
+            except OSError:
+                pass
+
+    def _write_all(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.out_fd, view):]
+
+    # ---- workers
+
+    def _spawn_worker(self):
+        t = threading.Thread(target=self._worker, name="agentic-worker", daemon=True)
+        t.start()
+        self.workers += 1
+
+    def _submit(self, rid, method, params):
+        with self.state_lock:
+            need = self.idle == 0 and self.workers < MAX_WORKERS
+        if need and self.workers < MIN_WORKERS:
+            # first requests: a few workers at once, so a later fork bomb cannot starve us
+            for _ in range(MIN_WORKERS - self.workers - 1):
+                try:
+                    self._spawn_worker()
+                except RuntimeError:
+                    break
+        if need:
+            try:
+                self._spawn_worker()
+            except RuntimeError:
+                pass  # pids limit reached (fork bomb): the request waits for a free worker
+        self.tasks.put((rid, method, params))
+
+    def _worker(self):
+        while True:
+            with self.state_lock:
+                self.idle += 1
+            item = self.tasks.get()
+            with self.state_lock:
+                self.idle -= 1
+            if item is None:
+                return
+            self.execute(*item)
+
+    def execute(self, rid, method, params):
+        func = self.methods.get(method)
+        try:
+            if func is None:
+                raise RpcError(-32601, "MethodNotFound", "unknown method %r; known: %s"
+                               % (method, ", ".join(sorted(self.methods))))
+            reply = {"id": rid, "result": func(rid, params)}
+        except RpcError as exc:
+            reply = {"id": rid, "error": exc.to_wire()}
+        except OSError as exc:
+            reply = {"id": rid, "error": os_error(exc).to_wire()}
+        except Exception as exc:  # the agent never dies of one request
+            reply = {"id": rid, "error": RpcError(-32603, "InternalError", "%s: %s" % (
+                type(exc).__name__, exc)).to_wire()}
+        data = self._encode(reply)
+        with self.state_lock:
+            self.running.pop(rid, None)
+            self.uploads.pop(rid, None)
+            if len(data) <= REPLY_CACHE_MAX_BYTES:
+                self.replies[rid] = data
+                while len(self.replies) > REPLY_CACHE:
+                    self.replies.popitem(last=False)
+        self._write_raw(data)
+
+    def close(self):
+        with self.sessions_lock:
+            sessions = list(self.sessions.values())
+            self.sessions.clear()
+        for s in sessions:
+            try:
+                s.close()
+            except Exception:
+                pass
+
+    # ---- methods
+
+    def m_ping(self, rid, params):
+        return {"pong": True, "version": PROTOCOL_VERSION, "pid": os.getpid(), "time": time.time()}
+
+    def m_info(self, rid, params):
+        return {
+            "version": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "uid": os.getuid(),
+            "gid": os.getgid(),
+            "cwd": os.getcwd(),
+            "python": sys.version.split()[0],
+            "rss_bytes": _rss_bytes(),
+            "memory_limit": _memory_limit(),
+            "uptime": round(time.time() - self.started, 3),
+            "sessions": sorted(self.sessions),
+        }
+
+    def m_shutdown(self, rid, params):
+        threading.Timer(0.05, lambda: os._exit(0)).start()
+        self.close()
+        return {"ok": True}
+
+    def _session(self, params):
+        name = _param(params, "session", str, "default")
+        with self.sessions_lock:
+            s = self.sessions.get(name)
+            if s is None:
+                cwd = _param(params, "cwd", str, None) or os.getcwd()
+                s = Session(name, self.root, self.shell, cwd, _env_param(params))
+                self.sessions[name] = s
+        return s
+
+    def m_session_run(self, rid, params):
+        command = _param(params, "command", str, required=True)
+        timeout = _timeout_param(params)
+        cap = _max_output_param(params)
+        s = self._session(params)
+        with self.state_lock:
+            self.running[rid] = s.cancel.set
+        return s.run(command, timeout, cap)
+
+    def m_session_close(self, rid, params):
+        name = _param(params, "session", str, "default")
+        with self.sessions_lock:
+            s = self.sessions.pop(name, None)
+        if s is not None:
+            s.close()
+        return {"closed": s is not None}
+
+    def m_cancel(self, rid, params):
+        target = _param(params, "target", (str, int), required=True)
+        with self.state_lock:
+            fn = self.running.get(target)
+        if fn is not None:
+            fn()
+        return {"cancelled": fn is not None}
+
+    def m_exec(self, rid, params):
+        argv = params.get("argv")
+        command = params.get("command")
+        if argv is not None:
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise invalid_params("parameter 'argv' must be a non-empty list of strings")
+        elif isinstance(command, str):
+            argv = [self.shell if os.path.exists(self.shell) else "/bin/sh", "-c", command]
+        else:
+            raise invalid_params("exec needs 'argv' (list of strings) or 'command' (string)")
+        timeout = _timeout_param(params)
+        cap = _max_output_param(params)
+        cwd = _param(params, "cwd", str, None)
+        env = dict(os.environ)
+        if _param(params, "clear_env", bool, False):
+            env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
+        env.update(_env_param(params))
+        started = time.monotonic()
+        since = _uptime_ticks()
+        oom_before = _oom_kills()
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, cwd=cwd, env=env,
+                                    start_new_session=True)
+        except FileNotFoundError as exc:
+            if cwd and not os.path.isdir(cwd):
+                raise os_error(exc, cwd)
+            raise RpcError(-32001, "CommandNotFound", "command not found: %s" % argv[0],
+                           {"argv": argv})
+        except OSError as exc:
+            raise os_error(exc, argv[0])
+        cancel = threading.Event()
+        with self.state_lock:
+            self.running[rid] = cancel.set
+        out, err = Capture(cap), Capture(cap)
+        fds = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+        timed_out = cancelled = False
+        deadline = started + timeout
+        while fds:
+            if cancel.is_set() or time.monotonic() >= deadline:
+                cancelled = cancel.is_set()
+                timed_out = not cancelled
+                kill_tree(proc.pid, since, {os.getpgid(0)})
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                for fd, cap_ in fds.items():
+                    cap_.feed(_drain(fd))
+                break
+            ready, _, _ = select.select(list(fds), [], [], min(0.25, max(0.0, deadline - time.monotonic())))
+            for fd in ready:
+                data = os.read(fd, 1 << 20)
+                if data:
+                    fds[fd].feed(data)
+                else:
+                    del fds[fd]
+        code = proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+        oom_after = _oom_kills()
+        oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+        result = {
+            "stdout": out.text(),
+            "stderr": err.text(),
+            "exit_code": code if code >= 0 else 128 - code,
+            "timed_out": timed_out,
+            "cancelled": cancelled,
+            "elided_bytes": out.elided + err.elided,
+            "total_bytes": out.total + err.total,
+            "duration": round(time.monotonic() - started, 6),
+            "oom_killed": oom,
+        }
+        note = _describe_exit(code, oom)
+        if note:
+            result["note"] = note
+        return result
+
+    def m_file_read(self, rid, params):
+        path = _path_param(params)
+        offset = _param(params, "offset", int, 0)
+        length = _param(params, "length", int, None)
+        if offset < 0 or (length is not None and length < 0):
+            raise invalid_params("'offset' and 'length' must be >= 0")
+        if length is None or length > MAX_READ:
+            length = MAX_READ
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if stat_mod.S_ISDIR(os.fstat(f.fileno()).st_mode):
+                raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path)
+            f.seek(offset)
+            data = f.read(length)
+        return {"data": _b64().b64encode(data).decode("ascii"), "size": size,
+                "offset": offset, "eof": offset + len(data) >= size}
+
+    def m_file_write(self, rid, params):
+        path = _path_param(params)
+        data = params.get("data", "")
+        if not isinstance(data, str):
+            raise invalid_params("parameter 'data' must be a base64 string")
+        try:
+            raw = _b64().b64decode(data.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError):
+            raise invalid_params("parameter 'data' is not valid base64")
+        mode = _param(params, "mode", int, None)
+        parents = _param(params, "parents", bool, True)
+        exclusive = _param(params, "exclusive", bool, False)
+        append = _param(params, "append", bool, False)
+        directory = os.path.dirname(os.path.abspath(path))
+        if parents:
+            os.makedirs(directory, exist_ok=True)
+        if exclusive and os.path.lexists(path):
+            raise RpcError(-32001, "FileExists", "File exists: %s" % path, {"path": path})
+        if os.path.isdir(path):
+            raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path, {"path": path})
+        if append:
+            with open(path, "ab") as f:
+                f.write(raw)
+            return {"size": os.path.getsize(path), "path": path}
+        # never leave a half-written file: write a sibling temp file, then rename over
+        try:
+            old_mode = stat_mod.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            old_mode = None
+        tmp = os.path.join(directory, ".agentic-%s.tmp" % os.urandom(6).hex())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            final = mode if mode is not None else (old_mode if old_mode is not None else 0o644 & ~_umask())
+            os.chmod(tmp, final)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return {"size": len(raw), "path": path}
+
+    def m_file_stat(self, rid, params):
+        path = _path_param(params)
+        follow = _param(params, "follow_symlinks", bool, True)
+        st = os.stat(path) if follow else os.lstat(path)
+        return _stat_dict(path, st)
+
+    def m_file_list(self, rid, params):
+        path = _path_param(params)
+        depth = _param(params, "depth", int, 1)
+        hidden = _param(params, "include_hidden", bool, True)
+        limit = _param(params, "max_entries", int, 10000)
+        if not os.path.isdir(path):
+            os.stat(path)  # raises FileNotFound / PermissionDenied
+            raise RpcError(-32001, "NotADirectory", "Not a directory: %s" % path, {"path": path})
+        entries = []
+        truncated = False
+        stack = [(path, 1)]
+        while stack and not truncated:
+            current, level = stack.pop()
+            try:
+                with os.scandir(current) as it:
+                    items = sorted(it, key=lambda e: e.name)
+            except OSError:
+                if current == path:
+                    raise
+                continue
+            for e in items:
+                if not hidden and e.name.startswith("."):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                d = _stat_dict(e.path, st)
+                d["name"] = e.name
+                entries.append(d)
+                if len(entries) >= limit:
+                    truncated = True
+                    break
+                if d["type"] == "directory" and level < depth:
+                    stack.append((e.path, level + 1))
+        entries.sort(key=lambda d: d["path"])
+        return {"entries": entries, "truncated": truncated}
+
+    def m_file_remove(self, rid, params):
+        path = _path_param(params)
+        recursive = _param(params, "recursive", bool, False)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if recursive:
+                import shutil
+
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
+        else:
+            os.unlink(path)
+        return {"removed": True}
+
+    def m_file_mkdir(self, rid, params):
+        path = _path_param(params)
+        os.makedirs(path, exist_ok=_param(params, "exist_ok", bool, True))
+        return {"path": path}
+
+    def m_search(self, rid, params):
+        """Content search (regex) or file-name search (glob), pure Python: no grep/rg needed."""
+        root = _path_param(params)
+        pattern = _param(params, "pattern", str, required=True)
+        mode = _param(params, "mode", str, "content")
+        include = _param(params, "include", list, [])
+        exclude_dirs = set(_param(params, "exclude_dirs", list, [".git", "node_modules", "__pycache__", ".venv"]))
+        context = _param(params, "context", int, 0)
+        limit = _param(params, "max_results", int, 1000)
+        ignore_case = _param(params, "ignore_case", bool, False)
+        fixed = _param(params, "fixed_string", bool, False)
+        max_file = _param(params, "max_file_size", int, 4 * 1024 * 1024)
+        import fnmatch
+
+        if mode not in ("content", "files"):
+            raise invalid_params("parameter 'mode' must be 'content' or 'files'")
+        if not os.path.exists(root):
+            os.stat(root)
+        matches = []
+        files_with = collections.OrderedDict()
+        truncated = False
+        scanned = 0
+        flags = re.IGNORECASE if ignore_case else 0
+        if mode == "content":
+            try:
+                rx = re.compile(re.escape(pattern) if fixed else pattern, flags)
+            except re.error as exc:
+                raise invalid_params("invalid regular expression %r: %s" % (pattern, exc))
+        for path in _walk_files(root, exclude_dirs):
+            rel = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
+            name = os.path.basename(path)
+            if mode == "files":
+                target = name if "/" not in pattern else rel
+                if fnmatch.fnmatch(target.lower() if ignore_case else target,
+                                   pattern.lower() if ignore_case else pattern):
+                    matches.append({"path": path})
+                    if len(matches) >= limit:
+                        truncated = True
+                        break
+                continue
+            if include and not any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in include):
+                continue
+            try:
+                if os.path.getsize(path) > max_file:
+                    continue
+                with open(path, "rb") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            scanned += 1
+            if b"\0" in raw[:8192]:
+                continue
+            lines = raw.decode("utf-8", "replace").splitlines()
+            for i, line in enumerate(lines):
+                if rx.search(line):
+                    m = {"path": path, "line": i + 1, "text": line[:2000]}
+                    if context:
+                        m["before"] = lines[max(0, i - context):i]
+                        m["after"] = lines[i + 1:i + 1 + context]
+                    matches.append(m)
+                    files_with[path] = files_with.get(path, 0) + 1
+                    if len(matches) >= limit:
+                        truncated = True
+                        break
+            if truncated:
+                break
+        return {"matches": matches, "truncated": truncated, "files_scanned": scanned,
+                "files": [{"path": p, "count": c} for p, c in files_with.items()]}
+
+    def m_tar_get(self, rid, params):
+        paths = _param(params, "paths", list, required=True)
+        base = _param(params, "base", str, "/")
+        compress = _param(params, "compress", bool, False)
+        if not paths or not all(isinstance(p, str) and p for p in paths):
+            raise invalid_params("parameter 'paths' must be a non-empty list of paths")
+        for p in paths:
+            os.lstat(os.path.join(base, p))  # FileNotFound before any byte is streamed
+        import tarfile
+
+        sink = _ChunkSink(self, rid)
+        with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
+            for p in paths:
+                tar.add(os.path.join(base, p), arcname=os.path.normpath(p).lstrip("/") or ".")
+        sink.flush()
+        return {"bytes": sink.total, "chunks": sink.count}
+
+    def m_tar_put(self, rid, params):
+        dest = _path_param(params, "dest")
+        with self.state_lock:
+            q = self.uploads.get(rid)
+        if q is None:
+            raise RpcError(-32600, "InvalidRequest", "upload %r has no data channel" % (rid,))
+        import tarfile
+
+        os.makedirs(dest, exist_ok=True)
+        source = _QueueReader(q)
+        count = 0
+        real_dest = os.path.realpath(dest)
+        try:
+            with tarfile.open(fileobj=source, mode="r|*") as tar:
+                for member in tar:
+                    target = os.path.realpath(os.path.join(real_dest, member.name))
+                    if member.name.startswith("/") or not (
+                        target == real_dest or target.startswith(real_dest + os.sep)
+                    ):
+                        raise RpcError(-32602, "UnsafeArchive",
+                                       "archive member %r escapes %s" % (member.name, dest))
+                    if member.isdev():
+                        continue
+                    if member.islnk() or member.issym():
+                        link_target = os.path.realpath(os.path.join(
+                            os.path.dirname(target), member.linkname) if member.issym()
+                            else os.path.join(real_dest, member.linkname))
+                        if member.islnk() and not link_target.startswith(real_dest + os.sep):
+                            raise RpcError(-32602, "UnsafeArchive",
+                                           "hard link %r escapes %s" % (member.name, dest))
+                    tar.extract(member, real_dest, set_attrs=os.getuid() == 0)
+                    count += 1
+        except tarfile.TarError as exc:
+            raise RpcError(-32602, "InvalidArchive", "upload is not a valid tar stream: %s" % exc)
+        finally:
+            source.drain()
+        return {"members": count, "bytes": source.total, "dest": dest}
+
+    def _upload_data(self, rid, msg):
+        with self.state_lock:
+            q = self.uploads.get(rid)
+        if q is None:
+            return  # upload already failed or finished: drop late chunks
+        if msg.get("eof"):
+            q.put(b"")
+            return
+        try:
+            q.put(_b64().b64decode(msg.get("chunk", "")))
+        except (ValueError, TypeError):
+            q.put(None)
+
+
+class _ChunkSink(object):
+    """File-like object tarfile writes into; sends CHUNK-sized stream frames."""
+
+    def __init__(self, agent, rid):
+        self.agent = agent
+        self.rid = rid
+        self.buf = bytearray()
+        self.total = 0
+        self.count = 0
+
+    def write(self, data):
+        self.buf += data
+        while len(self.buf) >= CHUNK:
+            self._emit(bytes(self.buf[:CHUNK]))
+            del self.buf[:CHUNK]
+        return len(data)
+
+    def flush(self):
+        if self.buf:
+            self._emit(bytes(self.buf))
+            self.buf = bytearray()
+
+    def _emit(self, data):
+        self.total += len(data)
+        self.count += 1
+        self.agent.send({"id": self.rid, "chunk": _b64().b64encode(data).decode("ascii")})
+
+    def tell(self):
+        return self.total + len(self.buf)
+
+
+class _QueueReader(object):
+    """File-like object over upload chunks; b"" marks the end, None a corrupt chunk."""
+
+    def __init__(self, q):
+        self.q = q
+        self.buf = b""
+        self.done = False
+        self.total = 0
+
+    def read(self, n=-1):
+        while not self.done and (n < 0 or len(self.buf) < n):
+            try:
+                item = self.q.get(timeout=300)
+            except queue.Empty:
+                raise RpcError(-32003, "Timeout", "upload stalled: no data for 300 s")
+            if item is None:
+                raise RpcError(-32602, "InvalidParams", "upload chunk is not valid base64")
+            if item == b"":
+                self.done = True
+                break
+            self.total += len(item)
+            self.buf += item
+        if n < 0:
+            out, self.buf = self.buf, b""
+        else:
+            out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def drain(self):
+        while not self.done:
+            try:
+                item = self.q.get(timeout=5)
+            except queue.Empty:
+                return
+            if item in (b"", None):
+                self.done = True
+
+
+def _walk_files(root, exclude_dirs):
+    if os.path.isfile(root):
+        yield root
+        return
+    for current, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in exclude_dirs)
+        for name in sorted(files):
+            yield os.path.join(current, name)
+
+
+def _stat_dict(path, st):
+    mode = st.st_mode
+    if stat_mod.S_ISDIR(mode):
+        kind = "directory"
+    elif stat_mod.S_ISREG(mode):
+        kind = "file"
+    elif stat_mod.S_ISLNK(mode):
+        kind = "symlink"
+    else:
+        kind = "other"
+    return {"path": path, "type": kind, "size": st.st_size, "mode": stat_mod.S_IMODE(mode),
+            "mtime": st.st_mtime, "uid": st.st_uid, "gid": st.st_gid}
+
+
+def _make_private_dir():
+    base = os.environ.get("TMPDIR") or "/tmp"
+    for candidate in (base, "/tmp", "/dev/shm", os.getcwd()):
+        path = os.path.join(candidate, "agentic-%d-%s" % (os.getpid(), os.urandom(4).hex()))
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except OSError:
+            continue
+    raise RuntimeError("no writable directory for the agent's session files")
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def main(argv=None):
+    # Keep the protocol stream private: stray writes to fd 1 by anything (a child that inherits
+    # it, a library print) go to stderr instead of corrupting frames.
+    in_fd = os.dup(0)
+    out_fd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    agent = Agent(in_fd, out_fd)
+    try:
+        agent.serve()
+    finally:
+        agent.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

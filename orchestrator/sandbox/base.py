@@ -1,0 +1,417 @@
+"""The sandbox contract: where a sandbox lives (backends) vs how we talk to it (RPC).
+
+A backend subclass implements ``_open()`` (start the sandbox, return a transport to a running
+agent) and ``_teardown()`` (remove it); everything else — commands, files, tar, search — is
+this class, over the RPC client, identical for every backend. Agents and tools only see this.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+import functools
+import logging
+import marshal
+import os
+import sys
+import tarfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.exceptions import AgenticRolloutError, SandboxError, SandboxStartError
+from orchestrator.sandbox.rpc import RpcClient
+from orchestrator.sandbox.transport import Transport
+
+log = logging.getLogger(__name__)
+
+AGENT_FILE = Path(__file__).with_name("agent") / "agent.py"
+#: Baked-in copy in our own images (the backends still stream the current source in).
+AGENT_DIR = "/opt/agentic/agent"
+DEFAULT_TIMEOUT = 120.0
+TAR_CHUNK = 256 * 1024
+#: Run as ``python3 -I -S -c BOOTSTRAP <tag> <code_len> <src_len>``. Reads from stdin the
+#: agent pre-compiled by the host (marshal, valid for the host's ``cache_tag``) and its source,
+#: runs the compiled one when the sandbox's Python has the same tag (saves ~10 ms of compile
+#: per sandbox) and compiles the source otherwise; then the agent serves the rest of that same
+#: stream. Nothing is written into the sandbox's filesystem: works on read-only root
+#: filesystems, needs no put_archive, no rebuild and no network.
+BOOTSTRAP = (
+    "import os,sys,marshal\n"
+    "if sys.version_info<(3,8):sys.stderr.write('agentic-rollout agent needs python>=3.8, found '"
+    "+sys.version.split()[0]+'\\n');sys.exit(4)\n"
+    "def r(n):\n b=b''\n while len(b)<n:\n  d=os.read(0,n-len(b))\n  if not d:sys.exit(3)\n  b+=d\n return b\n"
+    "c=r(int(sys.argv[2]));s=r(int(sys.argv[3]))\n"
+    "c=marshal.loads(c) if c and sys.argv[1]==sys.implementation.cache_tag else "
+    "compile(s,'agentic-agent.py','exec')\n"
+    "exec(c,{'__name__':'__main__'})"
+)
+
+
+@functools.cache
+def agent_source() -> bytes:
+    return AGENT_FILE.read_bytes()
+
+
+@functools.cache
+def agent_payload() -> tuple[bytes, bytes]:
+    """(marshalled code for this interpreter's cache_tag, source) as streamed at start."""
+    code = compile(agent_source(), "agentic-agent.py", "exec", dont_inherit=True)
+    return marshal.dumps(code), agent_source()
+
+
+def agent_command(python: str = "python3") -> list[str]:
+    """argv that starts the agent from the payload streamed on its stdin (see BOOTSTRAP)."""
+    code, source = agent_payload()
+    return [python, "-I", "-S", "-c", BOOTSTRAP, sys.implementation.cache_tag or "-",
+            str(len(code)), str(len(source))]
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class CommandResult(_Result):
+    """Outcome of a command in a persistent session."""
+
+    output: str
+    exit_code: int | None
+    timed_out: bool = False
+    cancelled: bool = False
+    elided_bytes: int = 0
+    total_bytes: int = 0
+    duration: float = 0.0
+    session_ended: bool = False
+    session_restarted: bool = False
+    oom_killed: bool = False
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.cancelled
+
+
+class ExecResult(_Result):
+    """Outcome of a one-shot process."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+    timed_out: bool = False
+    cancelled: bool = False
+    elided_bytes: int = 0
+    total_bytes: int = 0
+    duration: float = 0.0
+    oom_killed: bool = False
+    note: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class FileStat(_Result):
+    path: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    mode: int
+    mtime: float
+    uid: int
+    gid: int
+    name: str | None = None
+
+
+class SearchMatch(_Result):
+    path: str
+    line: int | None = None
+    text: str | None = None
+    before: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list)
+
+
+class SearchResult(_Result):
+    matches: list[SearchMatch]
+    truncated: bool
+    files_scanned: int = 0
+    files: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Sandbox(abc.ABC):
+    """One isolated environment per trajectory, used as ``async with``."""
+
+    backend: ClassVar[str] = "abstract"
+
+    def __init__(self, *, name: str, startup_timeout: float = 60.0) -> None:
+        self.name = name
+        self.startup_timeout = startup_timeout
+        self._rpc: RpcClient | None = None
+        self._closed = False
+        #: seconds from start() to the agent answering its first ping
+        self.ready_seconds: float | None = None
+
+    # ---- backend hooks
+
+    @abc.abstractmethod
+    async def _open(self) -> Transport:
+        """Create/start the sandbox and return a transport to a freshly started agent."""
+
+    @abc.abstractmethod
+    async def _teardown(self) -> None:
+        """Remove the sandbox; must be safe to call after a partial or failed start."""
+
+    async def _diagnose(self) -> str | None:
+        """Why the stream died (e.g. container state); None when unknown."""
+        return None
+
+    # ---- lifecycle
+
+    async def start(self) -> Sandbox:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        try:
+            transport = await self._open()
+            await transport.write(b"".join(agent_payload()))
+            self._rpc = RpcClient(transport, name=self.name, diagnose=self._diagnose)
+            self._rpc.start()
+            remaining = max(1.0, self.startup_timeout - (loop.time() - t0))
+            try:
+                await self._rpc.call("ping", timeout=remaining)
+            except AgenticRolloutError as exc:
+                why = await self._diagnose()
+                raise SandboxStartError(
+                    f"{self.describe()}: the in-sandbox agent did not become ready: "
+                    f"{why or exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+        self.ready_seconds = loop.time() - t0
+        return self
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._rpc is not None:
+                await self._rpc.close()
+        finally:
+            await asyncio.shield(self._teardown())
+
+    async def __aenter__(self) -> Sandbox:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    def describe(self) -> str:
+        return f"{self.backend} sandbox {self.name}"
+
+    @property
+    def rpc(self) -> RpcClient:
+        if self._rpc is None:
+            raise SandboxError(f"{self.describe()} is not started (use `async with`)")
+        return self._rpc
+
+    # ---- commands
+
+    async def ping(self) -> float:
+        """Round-trip seconds of a ping."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await self.rpc.call("ping", timeout=10.0)
+        return loop.time() - t0
+
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.rpc.call("info", timeout=10.0)
+        return result
+
+    async def run(self, command: str, *, session: str = "default",
+                  timeout: float = DEFAULT_TIMEOUT, max_output: int | None = None,
+                  cwd: str | None = None, env: dict[str, str] | None = None) -> CommandResult:
+        """Run ``command`` in a persistent bash session (cwd/env persist between calls).
+
+        ``cwd``/``env`` only apply when the session is first created.
+        """
+        params: dict[str, Any] = {"command": command, "session": session, "timeout": timeout}
+        if max_output is not None:
+            params["max_output"] = max_output
+        if cwd is not None:
+            params["cwd"] = cwd
+        if env:
+            params["env"] = env
+        return CommandResult.model_validate(await self.rpc.call("session.run", params))
+
+    async def close_session(self, session: str = "default") -> bool:
+        result = await self.rpc.call("session.close", {"session": session})
+        return bool(result["closed"])
+
+    async def exec(self, command: str | Sequence[str], *, cwd: str | None = None,
+                   env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                   max_output: int | None = None) -> ExecResult:
+        """Run a one-shot process: ``command`` as argv list, or a string for ``bash -c``."""
+        params: dict[str, Any] = {"timeout": timeout}
+        if isinstance(command, str):
+            params["command"] = command
+        else:
+            params["argv"] = list(command)
+        if cwd is not None:
+            params["cwd"] = cwd
+        if env:
+            params["env"] = env
+        if max_output is not None:
+            params["max_output"] = max_output
+        return ExecResult.model_validate(await self.rpc.call("exec", params))
+
+    # ---- files
+
+    async def read_file(self, path: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """Read bytes; files bigger than 16 MiB are read in several calls."""
+        chunks: list[bytes] = []
+        while True:
+            params: dict[str, Any] = {"path": path, "offset": offset}
+            if length is not None:
+                params["length"] = length - sum(map(len, chunks))
+            res = await self.rpc.call("file.read", params, timeout=60.0)
+            data = base64.b64decode(res["data"])
+            chunks.append(data)
+            offset += len(data)
+            if res["eof"] or not data or (length is not None and sum(map(len, chunks)) >= length):
+                return b"".join(chunks)
+
+    async def read_text(self, path: str) -> str:
+        return (await self.read_file(path)).decode("utf-8", "replace")
+
+    async def write_file(self, path: str, data: bytes | str, *, mode: int | None = None,
+                         parents: bool = True, exclusive: bool = False,
+                         append: bool = False) -> int:
+        """Write atomically (temp file + rename); returns the size written."""
+        raw = data.encode() if isinstance(data, str) else data
+        params: dict[str, Any] = {"path": path, "data": base64.b64encode(raw).decode("ascii"),
+                                  "parents": parents, "exclusive": exclusive, "append": append}
+        if mode is not None:
+            params["mode"] = mode
+        res = await self.rpc.call("file.write", params, timeout=120.0)
+        return int(res["size"])
+
+    async def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat:
+        return FileStat.model_validate(await self.rpc.call(
+            "file.stat", {"path": path, "follow_symlinks": follow_symlinks}))
+
+    async def exists(self, path: str) -> bool:
+        try:
+            await self.stat(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    async def list_dir(self, path: str, *, depth: int = 1, include_hidden: bool = True,
+                       max_entries: int = 10000) -> list[FileStat]:
+        res = await self.rpc.call("file.list", {"path": path, "depth": depth,
+                                                "include_hidden": include_hidden,
+                                                "max_entries": max_entries}, timeout=60.0)
+        return [FileStat.model_validate(e) for e in res["entries"]]
+
+    async def remove(self, path: str, *, recursive: bool = False) -> None:
+        await self.rpc.call("file.remove", {"path": path, "recursive": recursive}, timeout=120.0)
+
+    async def mkdir(self, path: str) -> None:
+        await self.rpc.call("file.mkdir", {"path": path})
+
+    async def search(self, path: str, pattern: str, *, mode: Literal["content", "files"] = "content",
+                     include: Sequence[str] = (), context: int = 0, max_results: int = 1000,
+                     ignore_case: bool = False, fixed_string: bool = False) -> SearchResult:
+        """Regex content search or glob file-name search, done by the agent in pure Python."""
+        res = await self.rpc.call("search", {
+            "path": path, "pattern": pattern, "mode": mode, "include": list(include),
+            "context": context, "max_results": max_results, "ignore_case": ignore_case,
+            "fixed_string": fixed_string}, timeout=300.0)
+        return SearchResult.model_validate(res)
+
+    # ---- tar streaming
+
+    async def upload_tar(self, chunks: AsyncIterator[bytes], dest: str) -> dict[str, Any]:
+        """Stream a tar archive (any compression) into ``dest``, chunk by chunk."""
+        res: dict[str, Any] = await self.rpc.upload("tar.put", {"dest": dest}, chunks)
+        return res
+
+    async def upload(self, src: str | os.PathLike[str], dest: str) -> dict[str, Any]:
+        """Copy a host file or directory tree into directory ``dest`` of the sandbox."""
+        src_path = Path(src)
+        if not src_path.exists():
+            raise FileNotFoundError(f"upload source does not exist: {src_path}")
+        return await self.upload_tar(_tar_stream(src_path), dest)
+
+    async def download_tar(self, paths: Sequence[str], *, base: str = "/",
+                           compress: bool = False) -> AsyncIterator[bytes]:
+        """Stream a tar of ``paths`` (relative to ``base``) out of the sandbox."""
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+
+        async def on_chunk(data: bytes) -> None:
+            await queue.put(data)
+
+        async def runner() -> None:
+            try:
+                await self.rpc.call("tar.get", {"paths": list(paths), "base": base,
+                                                "compress": compress},
+                                    timeout=3600.0, on_chunk=on_chunk)
+                await queue.put(None)
+            except BaseException as exc:  # delivered to the consumer below
+                await queue.put(exc)
+
+        task = asyncio.create_task(runner())
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()
+
+    async def download(self, path: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy a sandbox file or directory to host directory ``dest``; returns the local path."""
+        dest_path = Path(dest)
+        dest_path.mkdir(parents=True, exist_ok=True)
+        parent, name = os.path.split(path.rstrip("/")) if path != "/" else ("/", ".")
+        reader, writer = os.pipe()
+        loop = asyncio.get_running_loop()
+
+        def extract() -> None:
+            with os.fdopen(reader, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
+                tar.extractall(dest_path, filter="data")
+
+        extractor = loop.run_in_executor(None, extract)
+        try:
+            with os.fdopen(writer, "wb") as out:
+                async for chunk in self.download_tar([name], base=parent or "/"):
+                    await loop.run_in_executor(None, out.write, chunk)
+        finally:
+            await extractor
+        return dest_path / name
+
+
+async def _tar_stream(src: Path) -> AsyncIterator[bytes]:
+    """Tar a host path in a thread, yielding chunks as they are produced (bounded memory)."""
+    loop = asyncio.get_running_loop()
+    reader, writer = os.pipe()
+
+    def produce() -> None:
+        with os.fdopen(writer, "wb") as f, tarfile.open(fileobj=f, mode="w|") as tar:
+            tar.add(src, arcname=src.name)
+
+    producer = loop.run_in_executor(None, produce)
+    with os.fdopen(reader, "rb") as f:
+        while True:
+            chunk = await loop.run_in_executor(None, f.read, TAR_CHUNK)
+            if not chunk:
+                break
+            yield chunk
+    await producer

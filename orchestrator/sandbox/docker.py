@@ -1,0 +1,256 @@
+"""Docker backend: a container per trajectory whose main process is the in-sandbox agent.
+
+Lifecycle (all blocking SDK calls run in threads): create the container with safe defaults
+(network none, cap_drop ALL, no-new-privileges, memory/cpu/pids limits, docker-init as PID 1,
+labels for the reaper) running ``python3 -c BOOTSTRAP``; attach to its stdin/stdout; start it;
+stream the agent's source in over that same socket (any image with python3 works: no rebuild,
+no network, no put_archive); wait for its ping. No ``docker exec`` is involved: an exec costs
+~50 ms on its own, the container's own stream is free. With StdinOnce the agent sees EOF when
+the orchestrator goes away, so the container stops even after a SIGKILL; ``gc.py`` removes it.
+The container is removed in ``close()``, which ``async with`` always calls.
+
+Each sandbox owns its own ``docker.APIClient``: a shared client's connection pool serialises
+hundreds of concurrent sandboxes and ties their lifetimes together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.exceptions import ConfigError, SandboxStartError
+from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.transport import DockerAttachTransport, Transport
+
+LABEL_PREFIX = "agentic-rollout"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_OWNER = f"{LABEL_PREFIX}.owner"
+LABEL_RUN = f"{LABEL_PREFIX}.run"
+LABEL_EXPIRES = f"{LABEL_PREFIX}.expires"
+LABEL_HOST = f"{LABEL_PREFIX}.host"
+LABEL_PID = f"{LABEL_PREFIX}.pid"
+LABEL_PID_START = f"{LABEL_PREFIX}.pid-start"
+
+_version_lock = threading.Lock()
+_api_versions: dict[str, str] = {}
+
+
+def default_owner() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def process_start_ticks(pid: int) -> str:
+    """Start time of a process (to tell a live orchestrator from a reused pid)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+        return raw[raw.rfind(b")") + 2:].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def docker_api(base_url: str | None = None, timeout: float = 120.0) -> Any:
+    """A low-level Docker client; the API version is negotiated once per daemon."""
+    import docker
+
+    url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    with _version_lock:
+        version = _api_versions.get(url)
+    if version is None:
+        probe = docker.APIClient(base_url=url, version="auto", timeout=timeout)
+        version = str(probe.api_version)
+        probe.close()
+        with _version_lock:
+            _api_versions[url] = version
+    return docker.APIClient(base_url=url, version=version, timeout=timeout)
+
+
+class DockerSandboxConfig(BaseModel):
+    """Settings of the Docker backend; ``build()`` makes a sandbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["docker"] = "docker"
+    image: str = "agentic-rollout/sandbox:latest"
+    network: str = Field("none", description="Docker network mode; 'none' unless a task needs more")
+    memory: str = Field("2g", description="memory limit (docker syntax: 512m, 2g)")
+    cpus: float = Field(1.0, gt=0, description="CPU quota in cores")
+    pids_limit: int = Field(512, gt=0, description="max processes (fork bombs stop here)")
+    user: str | None = Field(None, description="user for the agent and commands, e.g. '1000:1000'")
+    workdir: str | None = Field(None, description="working directory (created if missing)")
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str = Field(default_factory=default_owner)
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    ttl: float = Field(6 * 3600, gt=0, description="seconds until the reaper may remove it")
+    startup_timeout: float = Field(60.0, gt=0)
+    python: str = Field("python3", description="interpreter in the image that runs the agent")
+    init: bool = Field(True, description="run docker-init as PID 1 (reaps zombies)")
+    runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' for gVisor")
+    read_only: bool = False
+    tmpfs: dict[str, str] = Field(default_factory=dict)
+    docker_host: str | None = Field(None, description="daemon URL; default DOCKER_HOST / socket")
+    name_prefix: str = "agentic"
+
+    def build(self, **overrides: Any) -> DockerSandbox:
+        cfg = self.model_copy(update=overrides) if overrides else self
+        return DockerSandbox(cfg)
+
+
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: str) -> int:
+    """Docker-style size ('512m', '2g', '1.5GiB', '1048576') to bytes."""
+    m = _MEMORY.match(value)
+    if m is None:
+        raise ConfigError(f"invalid memory size {value!r} (use e.g. 512m or 2g)")
+    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
+                                    "t": 1 << 40}[m.group(2).lower()])
+
+
+class DockerSandbox(Sandbox):
+    backend: ClassVar[str] = "docker"
+
+    def __init__(self, config: DockerSandboxConfig) -> None:
+        name = f"{config.name_prefix}-{config.run_id}-{uuid.uuid4().hex[:8]}"
+        super().__init__(name=name, startup_timeout=config.startup_timeout)
+        self.config = config
+        self.container_id: str | None = None
+        self._api: Any = None
+        self._attach_sock: Any = None
+        self._memory = parse_memory(config.memory)
+        #: seconds spent in container create + start alone
+        self.raw_start_seconds: float | None = None
+
+    def describe(self) -> str:
+        return f"docker sandbox {self.name} (image {self.config.image})"
+
+    def labels(self) -> dict[str, str]:
+        pid = os.getpid()
+        return {
+            LABEL_MANAGED: "1",
+            LABEL_OWNER: self.config.owner,
+            LABEL_RUN: self.config.run_id,
+            LABEL_EXPIRES: str(int(time.time() + self.config.ttl)),
+            LABEL_HOST: socket.gethostname(),
+            LABEL_PID: str(pid),
+            LABEL_PID_START: process_start_ticks(pid),
+            **self.config.labels,
+        }
+
+    async def _open(self) -> Transport:
+        sock = await asyncio.to_thread(self._create_and_attach)
+        return await DockerAttachTransport.from_socket(sock)
+
+    def _create_and_attach(self) -> socket.socket:
+        import docker.errors
+
+        cfg = self.config
+        self._api = api = docker_api(cfg.docker_host)
+        host_config = api.create_host_config(
+            network_mode=cfg.network,
+            mem_limit=self._memory,
+            memswap_limit=self._memory,
+            nano_cpus=int(cfg.cpus * 1e9),
+            pids_limit=cfg.pids_limit,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=cfg.init,
+            runtime=cfg.runtime,
+            read_only=cfg.read_only,
+            tmpfs=cfg.tmpfs or None,
+        )
+        container_config = api.create_container_config(
+            image=cfg.image, command=agent_command(cfg.python), user=cfg.user or "",
+            working_dir=cfg.workdir, environment=cfg.env or None, labels=self.labels(),
+            host_config=host_config, network_disabled=cfg.network == "none",
+            stdin_open=True,
+        )
+        container_config["StdinOnce"] = True  # stdin closes when we detach: the agent exits
+        t0 = time.perf_counter()
+        try:
+            self.container_id = api.create_container_from_config(container_config, self.name)["Id"]
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxStartError(
+                f"image {cfg.image!r} not found locally and cannot be pulled here; build it "
+                f"(agentic-rollout build-images) or pass an existing image: {exc.explanation}"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise SandboxStartError(f"{self.describe()}: create failed: {exc.explanation or exc}") from exc
+        try:
+            self._attach_sock = api.attach_socket(
+                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            api.start(self.container_id)
+        except docker.errors.APIError as exc:
+            raise SandboxStartError(self._start_failure(exc)) from exc
+        self.raw_start_seconds = time.perf_counter() - t0
+        raw: socket.socket = self._attach_sock._sock
+        return raw
+
+    def _start_failure(self, exc: Exception) -> str:
+        text = str(getattr(exc, "explanation", None) or exc)
+        if "executable file not found" in text or "no such file or directory" in text.lower():
+            return (f"image {self.config.image!r} has no {self.config.python!r} on PATH; the "
+                    f"in-sandbox agent needs python3 >= 3.8 in the image ({text})")
+        return f"{self.describe()}: start failed: {text}"
+
+    def _inspect_state(self) -> dict[str, Any] | None:
+        if self._api is None or self.container_id is None:
+            return None
+        try:
+            state: dict[str, Any] = self._api.inspect_container(self.container_id)["State"]
+            return state
+        except Exception:
+            return None
+
+    async def _diagnose(self) -> str | None:
+        state = await asyncio.to_thread(self._inspect_state)
+        if state is None:
+            return f"container {self.name} no longer exists"
+        if not state.get("Running"):
+            oom = " (OOM killed)" if state.get("OOMKilled") else ""
+            return (f"container {self.name} is not running: status {state.get('Status')}, "
+                    f"exit code {state.get('ExitCode')}{oom}")
+        return f"the stream to container {self.name} closed while it still runs"
+
+    async def _teardown(self) -> None:
+        await asyncio.to_thread(self._remove)
+
+    def _remove(self) -> None:
+        import docker.errors
+
+        if self._attach_sock is not None:
+            try:
+                self._attach_sock.close()
+            except OSError:
+                pass
+        if self._api is None:
+            return
+        try:
+            if self.container_id is not None:
+                self._api.remove_container(self.container_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise
+        finally:
+            self._api.close()
+
+    async def kill(self) -> None:
+        """Kill the container now (fault injection and tests); close() still removes it."""
+        if self.container_id is not None:
+            await asyncio.to_thread(self._api.kill, self.container_id)

@@ -1,0 +1,1 @@
+"""tools package (see issue roadmap); intentionally empty until its issue lands."""
