@@ -217,14 +217,31 @@ class DockerSandbox(Sandbox):
             return None
 
     async def _diagnose(self) -> str | None:
-        state = await asyncio.to_thread(self._inspect_state)
+        return await asyncio.to_thread(self._diagnose_sync)
+
+    def _diagnose_sync(self) -> str | None:
+        state = self._inspect_state()
         if state is None:
             return f"container {self.name} no longer exists"
-        if not state.get("Running"):
-            oom = " (OOM killed)" if state.get("OOMKilled") else ""
-            return (f"container {self.name} is not running: status {state.get('Status')}, "
-                    f"exit code {state.get('ExitCode')}{oom}")
-        return f"the stream to container {self.name} closed while it still runs"
+        if state.get("Running"):
+            return f"the stream to container {self.name} closed while it still runs"
+        code = state.get("ExitCode")
+        oom = " (OOM killed)" if state.get("OOMKilled") else ""
+        text = f"container {self.name} is not running: status {state.get('Status')}, exit code {code}{oom}"
+        logs = self._logs_tail()
+        if code == 127 or ("exec " in logs and "failed" in logs):
+            text = (f"image {self.config.image!r} has no {self.config.python!r} to run the "
+                    f"in-sandbox agent (needs python3 >= 3.8): {text}")
+        if logs:
+            text += f"; container log: {logs}"
+        return text
+
+    def _logs_tail(self) -> str:
+        try:
+            raw = self._api.logs(self.container_id, stdout=True, stderr=True, tail=5)
+        except Exception:
+            return ""
+        return str(raw.decode("utf-8", "replace")).strip()[-500:]
 
     async def _teardown(self) -> None:
         await asyncio.to_thread(self._remove)

@@ -153,6 +153,9 @@ class RpcClient:
     def _register(self, rid: str, on_chunk: ChunkHandler | None) -> asyncio.Future[Any]:
         self._check_open()
         self.start()
+        existing = self._pending.get(rid)
+        if existing is not None:
+            return existing  # a retry of a call in flight: the agent replies once, for both
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         if on_chunk is not None:

@@ -275,16 +275,8 @@ class Capture(object):
 # process helpers
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _uptime_ticks():
-    with open("/proc/uptime") as f:
-        return int(float(f.read().split()[0]) * _CLK_TCK)
-
-
 def _proc_table():
-    """pid -> (ppid, pgid, starttime ticks) for every visible process."""
+    """pid -> (ppid, pgid) for every visible process."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -296,23 +288,33 @@ def _proc_table():
             continue
         fields = raw[raw.rfind(b")") + 2 :].split()
         try:
-            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[19]))
+            table[int(name)] = (int(fields[1]), int(fields[2]))
         except (IndexError, ValueError):
             continue
     return table
 
 
-def new_descendants(root, since_ticks):
-    """Descendants of ``root`` created at or after ``since_ticks`` (and their subtrees).
+def direct_children(pid):
+    """The pids whose parent is ``pid`` (one small read where the kernel offers it)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return frozenset(int(p) for p in f.read().split())
+    except OSError:
+        return frozenset(p for p, (ppid, _g) in _proc_table().items() if ppid == pid)
 
-    Children of processes that predate the command (earlier background jobs) are left alone.
+
+def new_descendants(root, old_children=frozenset()):
+    """(pid, pgid) of the descendants of ``root``, except the subtrees of ``old_children``.
+
+    ``old_children`` are the root's children before a command started (earlier background
+    jobs): what they spawn belongs to them, not to the command being killed.
     """
     table = _proc_table()
     children = collections.defaultdict(list)
-    for pid, (ppid, _pgid, _start) in table.items():
+    for pid, (ppid, _pgid) in table.items():
         children[ppid].append(pid)
     found = []
-    stack = [c for c in children[root] if table[c][2] >= since_ticks - 1]
+    stack = [c for c in children[root] if c not in old_children]
     while stack:
         pid = stack.pop()
         found.append((pid, table[pid][1]))
@@ -320,23 +322,34 @@ def new_descendants(root, since_ticks):
     return found
 
 
-def kill_tree(root, since_ticks, keep_pgids):
-    """SIGKILL the processes a command created, by process group and by pid, until none is left."""
-    for _ in range(20):
-        procs = new_descendants(root, since_ticks)
-        if not procs:
-            return
-        for pgid in set(g for _p, g in procs) - keep_pgids:
+def kill_tree(root, old_children, keep_pgids):
+    """SIGKILL the processes a command created, by process group and by pid, until none is left.
+
+    Groups seen in any pass are killed again in every later pass: a child forked while its
+    parent was being killed is re-parented to PID 1 and no longer under ``root``, but it is
+    still in its group (how a fork bomb would otherwise escape).
+    """
+    groups = set()
+    for _ in range(50):
+        procs = new_descendants(root, old_children)
+        groups.update(g for _p, g in procs)
+        groups -= keep_pgids
+        alive = False
+        for pgid in groups:
             try:
                 os.killpg(pgid, signal.SIGKILL)
+                alive = True
             except OSError:
                 pass
         for pid, _g in procs:
             try:
                 os.kill(pid, signal.SIGKILL)
+                alive = True
             except OSError:
                 pass
-        time.sleep(0.01)
+        if not alive:
+            return
+        time.sleep(0.005)
 
 
 def _oom_kills():
@@ -473,7 +486,7 @@ class Session(object):
         proc = self.proc
         self.proc = None
         if proc is not None and proc.poll() is None:
-            kill_tree(proc.pid, 0, {os.getpgid(0)})
+            kill_tree(proc.pid, frozenset(), {os.getpgid(0)})
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
@@ -507,7 +520,7 @@ class Session(object):
             with open(cmd_file, "wb") as f:
                 f.write(command.encode("utf-8", "surrogateescape"))
         started = time.monotonic()
-        since = _uptime_ticks()
+        old_children = direct_children(self.proc.pid)
         oom_before = _oom_kills()
         self._send(
             ("__ag_seq=%d; . %s </dev/null; __ag_done $? %d\n" % (self.seq, _sh_quote(cmd_file), self.seq)).encode()
@@ -537,7 +550,7 @@ class Session(object):
                 kill_attempts += 1
                 if last_cwd is None:
                     last_cwd = _proc_cwd(self.proc.pid)
-                self._interrupt(since)
+                self._interrupt(old_children)
                 deadline = time.monotonic() + 0.1
             wait = max(0.0, min(deadline - time.monotonic(), 0.25))
             ready, _, _ = select.select([fd], [], [], wait)
@@ -590,7 +603,7 @@ class Session(object):
             # bash ignored the interrupt (trap removed, builtin loop in a subshell...): kill it
             # and restore its state so the session stays usable.
             cwd = _proc_cwd(self.proc.pid) or last_cwd
-            kill_tree(self.proc.pid, since, {os.getpgid(0)})
+            kill_tree(self.proc.pid, old_children, {os.getpgid(0)})
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
@@ -627,12 +640,12 @@ class Session(object):
             result["note"] = note
         return result
 
-    def _interrupt(self, since):
+    def _interrupt(self, old_children):
         try:
             os.kill(self.proc.pid, signal.SIGINT)
         except OSError:
             pass
-        kill_tree(self.proc.pid, since, {self.proc.pid, os.getpgid(0)})
+        kill_tree(self.proc.pid, old_children, {self.proc.pid, os.getpgid(0)})
 
 
 def _proc_cwd(pid):
@@ -946,7 +959,6 @@ class Agent(object):
             env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
         env.update(_env_param(params))
         started = time.monotonic()
-        since = _uptime_ticks()
         oom_before = _oom_kills()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -970,7 +982,7 @@ class Agent(object):
             if cancel.is_set() or time.monotonic() >= deadline:
                 cancelled = cancel.is_set()
                 timed_out = not cancelled
-                kill_tree(proc.pid, since, {os.getpgid(0)})
+                kill_tree(proc.pid, frozenset(), {os.getpgid(0)})
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except OSError:
@@ -1053,18 +1065,23 @@ class Agent(object):
         except OSError:
             old_mode = None
         tmp = os.path.join(directory, ".agentic-%s.tmp" % os.urandom(6).hex())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise os_error(exc, path)  # name the user's path, not our temp file
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
             final = mode if mode is not None else (old_mode if old_mode is not None else 0o644 & ~_umask())
             os.chmod(tmp, final)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(exc, OSError):
+                raise os_error(exc, path)
             raise
         return {"size": len(raw), "path": path}
 

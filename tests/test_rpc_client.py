@@ -1,0 +1,66 @@
+"""RPC client behaviour that does not depend on the backend (runs on the local backend)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from orchestrator.exceptions import ConfigError, RpcTimeoutError, SandboxConnectionError
+from orchestrator.sandbox import sandbox_config
+from orchestrator.sandbox.local import LocalSandbox
+
+
+async def test_dead_agent_fails_every_pending_call_within_a_second(local_sandbox: LocalSandbox) -> None:
+    pid = (await local_sandbox.info())["pid"]
+    pending = [asyncio.create_task(local_sandbox.run("sleep 100", session=f"s{i}", timeout=100))
+               for i in range(5)]
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert time.monotonic() - t0 < 1.0
+    assert all(isinstance(r, SandboxConnectionError) for r in results)
+    assert "exited with code -9" in str(results[0])
+    with pytest.raises(SandboxConnectionError):
+        await local_sandbox.ping()
+
+
+async def test_host_side_deadline_raises_and_cancels_remotely(local_sandbox: LocalSandbox) -> None:
+    rpc = local_sandbox.rpc
+    with pytest.raises(RpcTimeoutError, match="no reply within 0.5s"):
+        await rpc.call("session.run", {"command": "sleep 30; echo done > /tmp/never-$$",
+                                       "timeout": 60}, timeout=0.5)
+    # the cancel reached the agent: the session is free again quickly
+    t0 = time.monotonic()
+    assert (await local_sandbox.run("echo free")).output == "free\n"
+    assert time.monotonic() - t0 < 3
+
+
+async def test_latency_is_recorded(local_sandbox: LocalSandbox) -> None:
+    for _ in range(5):
+        await local_sandbox.run("true")
+    stats = local_sandbox.rpc.latency_stats("session.run")
+    assert stats["count"] == 5 and 0 < stats["p50_ms"] <= stats["p99_ms"]
+
+
+async def test_not_started_sandbox_says_so() -> None:
+    from orchestrator.exceptions import SandboxError
+
+    sb = sandbox_config(type="local").build()
+    with pytest.raises(SandboxError, match="not started"):
+        await sb.run("true")
+
+
+def test_backend_selection_errors_are_specific() -> None:
+    with pytest.raises(ConfigError, match="unknown sandbox backend 'nope'"):
+        sandbox_config(type="nope")
+    with pytest.raises(ConfigError, match="invalid docker sandbox config"):
+        sandbox_config(type="docker", memroy="1g")
+    with pytest.raises(ConfigError, match="cannot load sandbox backend"):
+        sandbox_config(type="no.such.module:Config")
+    cfg = sandbox_config(type="orchestrator.sandbox.local:LocalSandboxConfig")
+    assert cfg.type == "local"
