@@ -33,13 +33,23 @@ def _raw_create_start(config: DockerSandboxConfig) -> float:
     probe = config.build()  # same host config as a real sandbox
     try:
         host_config = api.create_host_config(
-            network_mode=config.network, mem_limit=probe._memory, memswap_limit=probe._memory,
-            nano_cpus=int(config.cpus * 1e9), pids_limit=config.pids_limit, cap_drop=["ALL"],
-            security_opt=["no-new-privileges"], init=config.init)
+            network_mode=config.network,
+            mem_limit=probe._memory,
+            memswap_limit=probe._memory,
+            nano_cpus=int(config.cpus * 1e9),
+            pids_limit=config.pids_limit,
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=config.init,
+        )
         t0 = time.perf_counter()
-        cid = api.create_container(config.image, command=["sleep", "infinity"],
-                                   host_config=host_config, network_disabled=True,
-                                   labels=probe.labels())["Id"]
+        cid = api.create_container(
+            config.image,
+            command=["sleep", "infinity"],
+            host_config=host_config,
+            network_disabled=True,
+            labels=probe.labels(),
+        )["Id"]
         api.start(cid)
         elapsed = time.perf_counter() - t0
         api.remove_container(cid, force=True)
@@ -48,8 +58,14 @@ def _raw_create_start(config: DockerSandboxConfig) -> float:
         api.close()
 
 
-async def run(*, image: str = "agentic-rollout/sandbox:latest", calls: int = 400,
-              exec_calls: int = 40, starts: int = 7, docker_host: str | None = None) -> dict[str, Any]:
+async def run(
+    *,
+    image: str = "agentic-rollout/sandbox:latest",
+    calls: int = 400,
+    exec_calls: int = 40,
+    starts: int = 7,
+    docker_host: str | None = None,
+) -> dict[str, Any]:
     config = DockerSandboxConfig(image=image, docker_host=docker_host)
 
     # warm-up: daemon API version probe, image layers in page cache

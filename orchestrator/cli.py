@@ -23,15 +23,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def _setup_logging() -> None:
     level = os.environ.get("AGENTIC_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.WARNING),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, level, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
     from orchestrator.sandbox.gc import reap_docker
 
-    reaped = reap_docker(docker_host=args.docker_host, run_id=args.run, everything=args.all,
-                         dry_run=args.dry_run)
+    reaped = reap_docker(
+        docker_host=args.docker_host, run_id=args.run, everything=args.all, dry_run=args.dry_run
+    )
     for r in reaped:
         verb = "would remove" if args.dry_run else ("removed" if r.removed else "FAILED to remove")
         print(f"{verb} {r.container_id} {r.name}: {r.reason}")
@@ -43,9 +46,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.name == "rpc":
         from bench import rpc
 
-        result: dict[str, Any] = asyncio.run(rpc.run(
-            image=args.image, calls=args.calls, exec_calls=args.exec_calls, starts=args.starts,
-            docker_host=args.docker_host))
+        result: dict[str, Any] = asyncio.run(
+            rpc.run(
+                image=args.image,
+                calls=args.calls,
+                exec_calls=args.exec_calls,
+                starts=args.starts,
+                docker_host=args.docker_host,
+            )
+        )
         lines = rpc.summary_lines(result)
     else:  # argparse restricts the choices
         raise AgenticRolloutError(f"unknown benchmark {args.name!r}")
@@ -62,7 +71,8 @@ def _cmd_build_images(args: argparse.Namespace) -> int:
     script = REPO_ROOT / "sandbox_images" / "build.sh"
     if not script.exists():
         raise AgenticRolloutError(
-            f"{script} not found: build-images needs a source checkout of agentic-rollout")
+            f"{script} not found: build-images needs a source checkout of agentic-rollout"
+        )
     return subprocess.call(["bash", str(script)])
 
 
@@ -75,8 +85,11 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
     async def loop() -> None:
         async with sandbox_config(values).build() as sandbox:
-            print(f"# {sandbox.describe()} ready in {sandbox.ready_seconds:.3f}s; "
-                  "commands run in one persistent bash session; Ctrl-D exits", file=sys.stderr)
+            print(
+                f"# {sandbox.describe()} ready in {sandbox.ready_seconds:.3f}s; "
+                "commands run in one persistent bash session; Ctrl-D exits",
+                file=sys.stderr,
+            )
             while True:
                 try:
                     line = await asyncio.to_thread(input, "sandbox$ ")
@@ -95,23 +108,29 @@ def _cmd_shell(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="agentic-rollout",
-        description="LLM agent rollouts with one sandbox per trajectory.")
+        prog="agentic-rollout", description="LLM agent rollouts with one sandbox per trajectory."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    gc = sub.add_parser("gc", help="remove leaked sandboxes (stopped, expired or orphaned)",
-                        description="Remove sandbox containers nobody will remove: stopped, "
-                        "past their expiry label, or whose orchestrator process is gone "
-                        "(e.g. after a SIGKILL).")
+    gc = sub.add_parser(
+        "gc",
+        help="remove leaked sandboxes (stopped, expired or orphaned)",
+        description="Remove sandbox containers nobody will remove: stopped, "
+        "past their expiry label, or whose orchestrator process is gone "
+        "(e.g. after a SIGKILL).",
+    )
     gc.add_argument("--all", action="store_true", help="remove every agentic-rollout sandbox")
     gc.add_argument("--run", metavar="RUN_ID", help="remove the sandboxes of one run")
     gc.add_argument("--dry-run", action="store_true", help="list, do not remove")
     gc.add_argument("--docker-host", help="daemon URL (default: DOCKER_HOST or the local socket)")
     gc.set_defaults(func=_cmd_gc)
 
-    bench = sub.add_parser("bench", help="run a benchmark; prints JSON then key=value lines",
-                           description="Benchmarks. rpc: our RPC vs docker exec per call, and "
-                           "sandbox ready time vs raw container create+start.")
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark; prints JSON then key=value lines",
+        description="Benchmarks. rpc: our RPC vs docker exec per call, and "
+        "sandbox ready time vs raw container create+start.",
+    )
     bench.add_argument("name", choices=["rpc"])
     bench.add_argument("--image", default="agentic-rollout/sandbox:latest")
     bench.add_argument("--calls", type=int, default=400, help="RPC calls (rpc)")
@@ -121,10 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="PATH", help="also write the JSON result here")
     bench.set_defaults(func=_cmd_bench)
 
-    images = sub.add_parser("build-images", help="build the sandbox images offline",
-                            description="debootstrap a Debian base from the configured apt "
-                            "mirror, docker import it, docker build the sandbox image on top. "
-                            "Steps whose image tag exists are skipped.")
+    images = sub.add_parser(
+        "build-images",
+        help="build the sandbox images offline",
+        description="debootstrap a Debian base from the configured apt "
+        "mirror, docker import it, docker build the sandbox image on top. "
+        "Steps whose image tag exists are skipped.",
+    )
     images.set_defaults(func=_cmd_build_images)
 
     shell = sub.add_parser("shell", help="open an interactive shell in a fresh sandbox")

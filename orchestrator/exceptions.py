@@ -156,5 +156,6 @@ def remote_error_from_wire(error: Any) -> RemoteError:
     message = str(error.get("message", "remote error"))
     code = error.get("code", -32000)
     cls = REMOTE_ERROR_TYPES.get(type_, RemoteError)
-    return cls(message, code=code if isinstance(code, int) else -32000, type=type_,
-               data=error.get("data"))
+    return cls(
+        message, code=code if isinstance(code, int) else -32000, type=type_, data=error.get("data")
+    )

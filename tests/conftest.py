@@ -82,8 +82,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def docker_config(**kwargs: Any) -> DockerSandboxConfig:
-    values: dict[str, Any] = {"image": SANDBOX_IMAGE, "run_id": TEST_RUN_ID,
-                              "memory": "512m", "pids_limit": 256}
+    values: dict[str, Any] = {
+        "image": SANDBOX_IMAGE,
+        "run_id": TEST_RUN_ID,
+        "memory": "512m",
+        "pids_limit": 256,
+    }
     values.update(kwargs)
     return DockerSandboxConfig(**values)
 
@@ -116,3 +120,12 @@ async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
 @pytest.fixture
 def managed_label() -> str:
     return f"{LABEL_MANAGED}=1"
+
+
+@pytest.fixture
+async def scratch(sandbox: Any) -> str:
+    """A fresh directory inside the sandbox's own workdir (removed with the sandbox), so tests
+    never share paths, not even on the local backend where /tmp is the host's."""
+    path = f"{(await sandbox.info())['cwd']}/scratch-{uuid.uuid4().hex[:8]}"
+    await sandbox.mkdir(path)
+    return str(path)

@@ -10,8 +10,12 @@ from orchestrator.cli import build_parser, main
 
 
 def test_help_lists_subcommands() -> None:
-    out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for name in ("gc", "bench", "build-images", "shell"):
         assert name in out
 
@@ -30,12 +34,31 @@ def test_gc_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.docker
 def test_bench_rpc_prints_the_contract_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "bench", "rpc", "--calls", "40",
-                           "--exec-calls", "4", "--starts", "2"], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "bench",
+            "rpc",
+            "--calls",
+            "40",
+            "--exec-calls",
+            "4",
+            "--starts",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     f = r"\d+\.\d+"
-    assert re.fullmatch(rf"rpc_p50_ms={f} exec_p50_ms={f} speedup={f} ready_ms={f} "
-                        rf"raw_start_ms={f} ready_ratio={f}", last), last
+    assert re.fullmatch(
+        rf"rpc_p50_ms={f} exec_p50_ms={f} speedup={f} ready_ms={f} "
+        rf"raw_start_ms={f} ready_ratio={f}",
+        last,
+    ), last
     assert re.search(rf"^agent_rss_idle_mb={f} ", proc.stdout, re.M)

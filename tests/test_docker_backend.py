@@ -75,9 +75,10 @@ async def test_isolation_defaults_are_applied(client: Any) -> None:
 
 async def test_network_is_unreachable_inside() -> None:
     async with docker_config().build() as sandbox:
-        r = await sandbox.exec(["python3", "-c",
-                                "import socket; socket.create_connection(('198.51.100.1', 80), 2)"],
-                               timeout=10)
+        r = await sandbox.exec(
+            ["python3", "-c", "import socket; socket.create_connection(('198.51.100.1', 80), 2)"],
+            timeout=10,
+        )
         assert r.exit_code != 0 and "Network is unreachable" in r.stderr
 
 
@@ -114,7 +115,7 @@ async def test_image_without_python_is_a_clear_error(client: Any) -> None:
 
 async def test_missing_image_is_a_clear_error() -> None:
     sandbox = docker_config(image="agentic-rollout/does-not-exist:1").build()
-    with pytest.raises(SandboxStartError, match="agentic-rollout/does-not-exist:1.*not found"):
+    with pytest.raises(SandboxStartError, match=r"agentic-rollout/does-not-exist:1.*not found"):
         await sandbox.start()
 
 
@@ -264,7 +265,9 @@ async def test_gc_reaps_orphan_whose_container_still_runs(client: Any) -> None:
     await orphan.start()
     try:
         reaped = await asyncio.to_thread(reap_docker)
-        mine = [r for r in reaped if orphan.container_id and r.container_id == orphan.container_id[:12]]
+        mine = [
+            r for r in reaped if orphan.container_id and r.container_id == orphan.container_id[:12]
+        ]
         assert mine and mine[0].reason.startswith("orphaned")
         assert not _exists(client, orphan.container_id or "")
     finally:
@@ -292,8 +295,11 @@ def test_gc_never_touches_foreign_containers(client: Any) -> None:
 
     from .conftest import SANDBOX_IMAGE
 
-    foreign = DockerContainer(SANDBOX_IMAGE).with_command("sleep infinity").with_kwargs(
-        network_mode="none")
+    foreign = (
+        DockerContainer(SANDBOX_IMAGE)
+        .with_command("sleep infinity")
+        .with_kwargs(network_mode="none")
+    )
     with foreign:
         wrapped = foreign.get_wrapped_container()
         reaped = reap_docker(everything=True)

@@ -6,14 +6,21 @@ from orchestrator import exceptions
 
 def test_all_is_exactly_the_public_names() -> None:
     public = {n for n in dir(orchestrator) if not n.startswith("_")} - {
-        "exceptions", "sandbox", "cli"}
+        "exceptions",
+        "sandbox",
+        "cli",
+    }
     assert set(orchestrator.__all__) - {"__version__"} == public
 
 
 def test_one_exception_root() -> None:
     for name in dir(exceptions):
         obj = getattr(exceptions, name)
-        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == exceptions.__name__:
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, BaseException)
+            and obj.__module__ == exceptions.__name__
+        ):
             assert issubclass(obj, exceptions.AgenticRolloutError), name
 
 

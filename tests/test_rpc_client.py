@@ -14,10 +14,14 @@ from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.local import LocalSandbox
 
 
-async def test_dead_agent_fails_every_pending_call_within_a_second(local_sandbox: LocalSandbox) -> None:
+async def test_dead_agent_fails_every_pending_call_within_a_second(
+    local_sandbox: LocalSandbox,
+) -> None:
     pid = (await local_sandbox.info())["pid"]
-    pending = [asyncio.create_task(local_sandbox.run("sleep 100", session=f"s{i}", timeout=100))
-               for i in range(5)]
+    pending = [
+        asyncio.create_task(local_sandbox.run("sleep 100", session=f"s{i}", timeout=100))
+        for i in range(5)
+    ]
     await asyncio.sleep(0.3)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
@@ -31,9 +35,12 @@ async def test_dead_agent_fails_every_pending_call_within_a_second(local_sandbox
 
 async def test_host_side_deadline_raises_and_cancels_remotely(local_sandbox: LocalSandbox) -> None:
     rpc = local_sandbox.rpc
-    with pytest.raises(RpcTimeoutError, match="no reply within 0.5s"):
-        await rpc.call("session.run", {"command": "sleep 30; echo done > /tmp/never-$$",
-                                       "timeout": 60}, timeout=0.5)
+    with pytest.raises(RpcTimeoutError, match=r"no reply within 0\.5s"):
+        await rpc.call(
+            "session.run",
+            {"command": "sleep 30; echo done > /tmp/never-$$", "timeout": 60},
+            timeout=0.5,
+        )
     # the cancel reached the agent: the session is free again quickly
     t0 = time.monotonic()
     assert (await local_sandbox.run("echo free")).output == "free\n"

@@ -48,7 +48,9 @@ def _load(spec: str) -> Any:
         raise ConfigError(f"cannot load sandbox backend {spec!r}: {exc}") from exc
 
 
-def sandbox_config(data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any) -> SandboxConfig:
+def sandbox_config(
+    data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any
+) -> SandboxConfig:
     """Build a backend config from a dict (``type`` picks the backend; default docker)."""
     if data is not None and not isinstance(data, dict):
         return data
@@ -56,8 +58,10 @@ def sandbox_config(data: dict[str, Any] | SandboxConfig | None = None, **kwargs:
     kind = str(values.get("type", "docker"))
     spec = BACKENDS.get(kind, kind if ":" in kind else None)
     if spec is None:
-        raise ConfigError(f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
-                          "or an import path 'package.module:ConfigClass'")
+        raise ConfigError(
+            f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
+            "or an import path 'package.module:ConfigClass'"
+        )
     cls = _load(spec)
     if ":" in kind:
         values.pop("type")

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import Self
 
 from orchestrator.exceptions import AgenticRolloutError, SandboxError, SandboxStartError
 from orchestrator.sandbox.rpc import RpcClient
@@ -42,9 +43,11 @@ TAR_CHUNK = 256 * 1024
 #: filesystems, needs no put_archive, no rebuild and no network.
 BOOTSTRAP = (
     "import os,sys,marshal\n"
-    "if sys.version_info<(3,8):sys.stderr.write('agentic-rollout agent needs python>=3.8, found '"
+    "if sys.version_info<(3,8):"
+    "sys.stderr.write('agentic-rollout agent needs python>=3.8, found '"
     "+sys.version.split()[0]+'\\n');sys.exit(4)\n"
-    "def r(n):\n b=b''\n while len(b)<n:\n  d=os.read(0,n-len(b))\n  if not d:sys.exit(3)\n  b+=d\n return b\n"
+    "def r(n):\n b=b''\n while len(b)<n:\n"
+    "  d=os.read(0,n-len(b))\n  if not d:sys.exit(3)\n  b+=d\n return b\n"
     "c=r(int(sys.argv[2]));s=r(int(sys.argv[3]))\n"
     "c=marshal.loads(c) if c and sys.argv[1]==sys.implementation.cache_tag else "
     "compile(s,'agentic-agent.py','exec')\n"
@@ -67,8 +70,16 @@ def agent_payload() -> tuple[bytes, bytes]:
 def agent_command(python: str = "python3") -> list[str]:
     """argv that starts the agent from the payload streamed on its stdin (see BOOTSTRAP)."""
     code, source = agent_payload()
-    return [python, "-I", "-S", "-c", BOOTSTRAP, sys.implementation.cache_tag or "-",
-            str(len(code)), str(len(source))]
+    return [
+        python,
+        "-I",
+        "-S",
+        "-c",
+        BOOTSTRAP,
+        sys.implementation.cache_tag or "-",
+        str(len(code)),
+        str(len(source)),
+    ]
 
 
 class _Result(BaseModel):
@@ -169,7 +180,7 @@ class Sandbox(abc.ABC):
 
     # ---- lifecycle
 
-    async def start(self) -> Sandbox:
+    async def start(self) -> Self:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
@@ -183,8 +194,8 @@ class Sandbox(abc.ABC):
             except AgenticRolloutError as exc:
                 why = await self._diagnose()
                 raise SandboxStartError(
-                    f"{self.describe()}: the in-sandbox agent did not become ready: "
-                    f"{why or exc}") from exc
+                    f"{self.describe()}: the in-sandbox agent did not become ready: {why or exc}"
+                ) from exc
         except BaseException:
             await self.close()
             raise
@@ -201,11 +212,15 @@ class Sandbox(abc.ABC):
         finally:
             await asyncio.shield(self._teardown())
 
-    async def __aenter__(self) -> Sandbox:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     def describe(self) -> str:
@@ -230,9 +245,16 @@ class Sandbox(abc.ABC):
         result: dict[str, Any] = await self.rpc.call("info", timeout=10.0)
         return result
 
-    async def run(self, command: str, *, session: str = "default",
-                  timeout: float = DEFAULT_TIMEOUT, max_output: int | None = None,
-                  cwd: str | None = None, env: dict[str, str] | None = None) -> CommandResult:
+    async def run(
+        self,
+        command: str,
+        *,
+        session: str = "default",
+        timeout: float = DEFAULT_TIMEOUT,
+        max_output: int | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CommandResult:
         """Run ``command`` in a persistent bash session (cwd/env persist between calls).
 
         ``cwd``/``env`` only apply when the session is first created.
@@ -250,9 +272,15 @@ class Sandbox(abc.ABC):
         result = await self.rpc.call("session.close", {"session": session})
         return bool(result["closed"])
 
-    async def exec(self, command: str | Sequence[str], *, cwd: str | None = None,
-                   env: dict[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                   max_output: int | None = None) -> ExecResult:
+    async def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_output: int | None = None,
+    ) -> ExecResult:
         """Run a one-shot process: ``command`` as argv list, or a string for ``bash -c``."""
         params: dict[str, Any] = {"timeout": timeout}
         if isinstance(command, str):
@@ -286,21 +314,34 @@ class Sandbox(abc.ABC):
     async def read_text(self, path: str) -> str:
         return (await self.read_file(path)).decode("utf-8", "replace")
 
-    async def write_file(self, path: str, data: bytes | str, *, mode: int | None = None,
-                         parents: bool = True, exclusive: bool = False,
-                         append: bool = False) -> int:
+    async def write_file(
+        self,
+        path: str,
+        data: bytes | str,
+        *,
+        mode: int | None = None,
+        parents: bool = True,
+        exclusive: bool = False,
+        append: bool = False,
+    ) -> int:
         """Write atomically (temp file + rename); returns the size written."""
         raw = data.encode() if isinstance(data, str) else data
-        params: dict[str, Any] = {"path": path, "data": base64.b64encode(raw).decode("ascii"),
-                                  "parents": parents, "exclusive": exclusive, "append": append}
+        params: dict[str, Any] = {
+            "path": path,
+            "data": base64.b64encode(raw).decode("ascii"),
+            "parents": parents,
+            "exclusive": exclusive,
+            "append": append,
+        }
         if mode is not None:
             params["mode"] = mode
         res = await self.rpc.call("file.write", params, timeout=120.0)
         return int(res["size"])
 
     async def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat:
-        return FileStat.model_validate(await self.rpc.call(
-            "file.stat", {"path": path, "follow_symlinks": follow_symlinks}))
+        return FileStat.model_validate(
+            await self.rpc.call("file.stat", {"path": path, "follow_symlinks": follow_symlinks})
+        )
 
     async def exists(self, path: str) -> bool:
         try:
@@ -309,11 +350,19 @@ class Sandbox(abc.ABC):
             return False
         return True
 
-    async def list_dir(self, path: str, *, depth: int = 1, include_hidden: bool = True,
-                       max_entries: int = 10000) -> list[FileStat]:
-        res = await self.rpc.call("file.list", {"path": path, "depth": depth,
-                                                "include_hidden": include_hidden,
-                                                "max_entries": max_entries}, timeout=60.0)
+    async def list_dir(
+        self, path: str, *, depth: int = 1, include_hidden: bool = True, max_entries: int = 10000
+    ) -> list[FileStat]:
+        res = await self.rpc.call(
+            "file.list",
+            {
+                "path": path,
+                "depth": depth,
+                "include_hidden": include_hidden,
+                "max_entries": max_entries,
+            },
+            timeout=60.0,
+        )
         return [FileStat.model_validate(e) for e in res["entries"]]
 
     async def remove(self, path: str, *, recursive: bool = False) -> None:
@@ -322,14 +371,33 @@ class Sandbox(abc.ABC):
     async def mkdir(self, path: str) -> None:
         await self.rpc.call("file.mkdir", {"path": path})
 
-    async def search(self, path: str, pattern: str, *, mode: Literal["content", "files"] = "content",
-                     include: Sequence[str] = (), context: int = 0, max_results: int = 1000,
-                     ignore_case: bool = False, fixed_string: bool = False) -> SearchResult:
+    async def search(
+        self,
+        path: str,
+        pattern: str,
+        *,
+        mode: Literal["content", "files"] = "content",
+        include: Sequence[str] = (),
+        context: int = 0,
+        max_results: int = 1000,
+        ignore_case: bool = False,
+        fixed_string: bool = False,
+    ) -> SearchResult:
         """Regex content search or glob file-name search, done by the agent in pure Python."""
-        res = await self.rpc.call("search", {
-            "path": path, "pattern": pattern, "mode": mode, "include": list(include),
-            "context": context, "max_results": max_results, "ignore_case": ignore_case,
-            "fixed_string": fixed_string}, timeout=300.0)
+        res = await self.rpc.call(
+            "search",
+            {
+                "path": path,
+                "pattern": pattern,
+                "mode": mode,
+                "include": list(include),
+                "context": context,
+                "max_results": max_results,
+                "ignore_case": ignore_case,
+                "fixed_string": fixed_string,
+            },
+            timeout=300.0,
+        )
         return SearchResult.model_validate(res)
 
     # ---- tar streaming
@@ -342,12 +410,13 @@ class Sandbox(abc.ABC):
     async def upload(self, src: str | os.PathLike[str], dest: str) -> dict[str, Any]:
         """Copy a host file or directory tree into directory ``dest`` of the sandbox."""
         src_path = Path(src)
-        if not src_path.exists():
+        if not await asyncio.to_thread(src_path.exists):
             raise FileNotFoundError(f"upload source does not exist: {src_path}")
         return await self.upload_tar(_tar_stream(src_path), dest)
 
-    async def download_tar(self, paths: Sequence[str], *, base: str = "/",
-                           compress: bool = False) -> AsyncIterator[bytes]:
+    async def download_tar(
+        self, paths: Sequence[str], *, base: str = "/", compress: bool = False
+    ) -> AsyncIterator[bytes]:
         """Stream a tar of ``paths`` (relative to ``base``) out of the sandbox."""
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
 
@@ -356,9 +425,12 @@ class Sandbox(abc.ABC):
 
         async def runner() -> None:
             try:
-                await self.rpc.call("tar.get", {"paths": list(paths), "base": base,
-                                                "compress": compress},
-                                    timeout=3600.0, on_chunk=on_chunk)
+                await self.rpc.call(
+                    "tar.get",
+                    {"paths": list(paths), "base": base, "compress": compress},
+                    timeout=3600.0,
+                    on_chunk=on_chunk,
+                )
                 await queue.put(None)
             except BaseException as exc:  # delivered to the consumer below
                 await queue.put(exc)
@@ -379,7 +451,7 @@ class Sandbox(abc.ABC):
     async def download(self, path: str, dest: str | os.PathLike[str]) -> Path:
         """Copy a sandbox file or directory to host directory ``dest``; returns the local path."""
         dest_path = Path(dest)
-        dest_path.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(dest_path.mkdir, parents=True, exist_ok=True)
         parent, name = os.path.split(path.rstrip("/")) if path != "/" else ("/", ".")
         reader, writer = os.pipe()
         loop = asyncio.get_running_loop()
@@ -389,12 +461,17 @@ class Sandbox(abc.ABC):
                 tar.extractall(dest_path, filter="data")
 
         extractor = loop.run_in_executor(None, extract)
+        out = os.fdopen(writer, "wb")
         try:
-            with os.fdopen(writer, "wb") as out:
-                async for chunk in self.download_tar([name], base=parent or "/"):
-                    await loop.run_in_executor(None, out.write, chunk)
-        finally:
-            await extractor
+            async for chunk in self.download_tar([name], base=parent or "/"):
+                await loop.run_in_executor(None, out.write, chunk)
+        except BaseException:
+            # the remote error is the one to report, not the extractor's truncated-archive error
+            out.close()
+            await asyncio.gather(extractor, return_exceptions=True)
+            raise
+        out.close()
+        await extractor
         return dest_path / name
 
 
@@ -408,10 +485,12 @@ async def _tar_stream(src: Path) -> AsyncIterator[bytes]:
             tar.add(src, arcname=src.name)
 
     producer = loop.run_in_executor(None, produce)
-    with os.fdopen(reader, "rb") as f:
-        while True:
-            chunk = await loop.run_in_executor(None, f.read, TAR_CHUNK)
-            if not chunk:
-                break
+    source = os.fdopen(reader, "rb")
+    try:
+        while chunk := await loop.run_in_executor(None, source.read, TAR_CHUNK):
             yield chunk
-    await producer
+    finally:
+        source.close()  # a producer still writing gets EPIPE and stops
+        results = await asyncio.gather(producer, return_exceptions=True)
+    if isinstance(results[0], BaseException):
+        raise results[0]

@@ -56,7 +56,7 @@ def process_start_ticks(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
-        return raw[raw.rfind(b")") + 2:].split()[19].decode()
+        return raw[raw.rfind(b")") + 2 :].split()[19].decode()
     except (OSError, IndexError):
         return ""
 
@@ -117,8 +117,10 @@ def parse_memory(value: str) -> int:
     m = _MEMORY.match(value)
     if m is None:
         raise ConfigError(f"invalid memory size {value!r} (use e.g. 512m or 2g)")
-    return int(float(m.group(1)) * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30,
-                                    "t": 1 << 40}[m.group(2).lower()])
+    return int(
+        float(m.group(1))
+        * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[m.group(2).lower()]
+    )
 
 
 class DockerSandbox(Sandbox):
@@ -174,9 +176,14 @@ class DockerSandbox(Sandbox):
             tmpfs=cfg.tmpfs or None,
         )
         container_config = api.create_container_config(
-            image=cfg.image, command=agent_command(cfg.python), user=cfg.user or "",
-            working_dir=cfg.workdir, environment=cfg.env or None, labels=self.labels(),
-            host_config=host_config, network_disabled=cfg.network == "none",
+            image=cfg.image,
+            command=agent_command(cfg.python),
+            user=cfg.user or "",
+            working_dir=cfg.workdir,
+            environment=cfg.env or None,
+            labels=self.labels(),
+            host_config=host_config,
+            network_disabled=cfg.network == "none",
             stdin_open=True,
         )
         container_config["StdinOnce"] = True  # stdin closes when we detach: the agent exits
@@ -189,10 +196,13 @@ class DockerSandbox(Sandbox):
                 f"(agentic-rollout build-images) or pass an existing image: {exc.explanation}"
             ) from exc
         except docker.errors.APIError as exc:
-            raise SandboxStartError(f"{self.describe()}: create failed: {exc.explanation or exc}") from exc
+            raise SandboxStartError(
+                f"{self.describe()}: create failed: {exc.explanation or exc}"
+            ) from exc
         try:
             self._attach_sock = api.attach_socket(
-                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
             api.start(self.container_id)
         except docker.errors.APIError as exc:
             raise SandboxStartError(self._start_failure(exc)) from exc
@@ -203,8 +213,10 @@ class DockerSandbox(Sandbox):
     def _start_failure(self, exc: Exception) -> str:
         text = str(getattr(exc, "explanation", None) or exc)
         if "executable file not found" in text or "no such file or directory" in text.lower():
-            return (f"image {self.config.image!r} has no {self.config.python!r} on PATH; the "
-                    f"in-sandbox agent needs python3 >= 3.8 in the image ({text})")
+            return (
+                f"image {self.config.image!r} has no {self.config.python!r} on PATH; the "
+                f"in-sandbox agent needs python3 >= 3.8 in the image ({text})"
+            )
         return f"{self.describe()}: start failed: {text}"
 
     def _inspect_state(self) -> dict[str, Any] | None:
@@ -227,11 +239,14 @@ class DockerSandbox(Sandbox):
             return f"the stream to container {self.name} closed while it still runs"
         code = state.get("ExitCode")
         oom = " (OOM killed)" if state.get("OOMKilled") else ""
-        text = f"container {self.name} is not running: status {state.get('Status')}, exit code {code}{oom}"
+        status = state.get("Status")
+        text = f"container {self.name} is not running: status {status}, exit code {code}{oom}"
         logs = self._logs_tail()
         if code == 127 or ("exec " in logs and "failed" in logs):
-            text = (f"image {self.config.image!r} has no {self.config.python!r} to run the "
-                    f"in-sandbox agent (needs python3 >= 3.8): {text}")
+            text = (
+                f"image {self.config.image!r} has no {self.config.python!r} to run the "
+                f"in-sandbox agent (needs python3 >= 3.8): {text}"
+            )
         if logs:
             text += f"; container log: {logs}"
         return text

@@ -48,8 +48,9 @@ def _orchestrator_alive(labels: dict[str, str]) -> bool:
     return not started or process_start_ticks(pid) == started
 
 
-def garbage_reason(info: dict[str, Any], *, now: float, run_id: str | None = None,
-                   everything: bool = False) -> str | None:
+def garbage_reason(
+    info: dict[str, Any], *, now: float, run_id: str | None = None, everything: bool = False
+) -> str | None:
     labels: dict[str, str] = info.get("Labels") or {}
     if everything:
         return "--all"
@@ -67,8 +68,13 @@ def garbage_reason(info: dict[str, Any], *, now: float, run_id: str | None = Non
     return None
 
 
-def reap_docker(*, docker_host: str | None = None, run_id: str | None = None,
-                everything: bool = False, dry_run: bool = False) -> list[Reaped]:
+def reap_docker(
+    *,
+    docker_host: str | None = None,
+    run_id: str | None = None,
+    everything: bool = False,
+    dry_run: bool = False,
+) -> list[Reaped]:
     """Remove garbage sandboxes (blocking; see :func:`areap_docker`)."""
     import docker.errors
 

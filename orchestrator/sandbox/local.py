@@ -42,7 +42,9 @@ class LocalSandbox(Sandbox):
     backend: ClassVar[str] = "local"
 
     def __init__(self, config: LocalSandboxConfig) -> None:
-        super().__init__(name=f"local-{uuid.uuid4().hex[:8]}", startup_timeout=config.startup_timeout)
+        super().__init__(
+            name=f"local-{uuid.uuid4().hex[:8]}", startup_timeout=config.startup_timeout
+        )
         self.config = config
         self.workdir: str | None = None
         self._owns_workdir = False
@@ -50,8 +52,9 @@ class LocalSandbox(Sandbox):
         self._stderr_task: asyncio.Task[None] | None = None
 
     async def _open(self) -> Transport:
-        log.warning("local sandbox %s: NO ISOLATION - commands run on this host as this user",
-                    self.name)
+        log.warning(
+            "local sandbox %s: NO ISOLATION - commands run on this host as this user", self.name
+        )
         if self.config.workdir is None:
             self.workdir = tempfile.mkdtemp(prefix="agentic-local-")
             self._owns_workdir = True
@@ -60,9 +63,13 @@ class LocalSandbox(Sandbox):
         env = {**self._base_env(), **self.config.env}
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *agent_command(self.config.python), cwd=self.workdir, env=env,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, limit=1 << 22,
+                *agent_command(self.config.python),
+                cwd=self.workdir,
+                env=env,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                limit=1 << 22,
             )
         except OSError as exc:
             raise SandboxStartError(f"cannot run {self.config.python!r}: {exc}") from exc

@@ -42,8 +42,9 @@ REPLY_GRACE = 15.0
 class RpcClient:
     """Concurrent request/response calls to one in-sandbox agent."""
 
-    def __init__(self, transport: Transport, *, name: str = "sandbox",
-                 diagnose: Diagnose | None = None) -> None:
+    def __init__(
+        self, transport: Transport, *, name: str = "sandbox", diagnose: Diagnose | None = None
+    ) -> None:
         self.name = name
         self._transport = transport
         self._diagnose = diagnose
@@ -70,7 +71,9 @@ class RpcClient:
 
     async def close(self) -> None:
         if self._closed is None:
-            self._closed = SandboxConnectionError(f"connection to {self.name} was closed by the host")
+            self._closed = SandboxConnectionError(
+                f"connection to {self.name} was closed by the host"
+            )
         await self._transport.close()
         if self._reader_task is not None:
             self._reader_task.cancel()
@@ -85,9 +88,15 @@ class RpcClient:
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
-    async def call(self, method: str, params: dict[str, Any] | None = None, *,
-                   timeout: float | None = None, request_id: str | None = None,
-                   on_chunk: ChunkHandler | None = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+        on_chunk: ChunkHandler | None = None,
+    ) -> Any:
         """Send one request and wait for its reply; raises the mapped RemoteError on error.
 
         ``timeout`` is the host-side deadline (default: the params' own ``timeout`` plus a
@@ -109,8 +118,14 @@ class RpcClient:
             self._chunk_handlers.pop(rid, None)
             self.latencies.append((method, time.perf_counter() - started))
 
-    async def upload(self, method: str, params: dict[str, Any], chunks: AsyncIterable[bytes], *,
-                     timeout: float = 600.0) -> Any:
+    async def upload(
+        self,
+        method: str,
+        params: dict[str, Any],
+        chunks: AsyncIterable[bytes],
+        *,
+        timeout: float = 600.0,
+    ) -> Any:
         """A call whose request is followed by a stream of data chunks (e.g. ``tar.put``)."""
         rid = self.new_id()
         fut = self._register(rid, None)
@@ -168,7 +183,8 @@ class RpcClient:
             await self._transport.write(data)
         except (ConnectionError, OSError) as exc:
             raise self._closed or SandboxConnectionError(
-                f"cannot write to {self.name}: {exc}") from exc
+                f"cannot write to {self.name}: {exc}"
+            ) from exc
 
     async def _wait(self, rid: str, fut: asyncio.Future[Any], method: str, timeout: float) -> Any:
         try:
@@ -176,12 +192,17 @@ class RpcClient:
         except asyncio.TimeoutError:
             if self._closed is None:
                 try:
-                    await asyncio.wait_for(self._send({"id": self.new_id(), "method": "cancel",
-                                                       "params": {"target": rid}}), 1.0)
+                    await asyncio.wait_for(
+                        self._send(
+                            {"id": self.new_id(), "method": "cancel", "params": {"target": rid}}
+                        ),
+                        1.0,
+                    )
                 except (SandboxConnectionError, asyncio.TimeoutError):
                     pass
             raise RpcTimeoutError(
-                f"{method} on {self.name}: no reply within {timeout:.1f}s (cancelled)") from None
+                f"{method} on {self.name}: no reply within {timeout:.1f}s (cancelled)"
+            ) from None
 
     async def _read_loop(self) -> None:
         buf = b""

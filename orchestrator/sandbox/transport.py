@@ -38,8 +38,13 @@ class Transport(Protocol):
 class StreamTransport:
     """A transport over an asyncio StreamReader/StreamWriter pair."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None,
-                 *, write_pipe: asyncio.StreamWriter | None = None) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter | None,
+        *,
+        write_pipe: asyncio.StreamWriter | None = None,
+    ) -> None:
         self._reader = reader
         self._writer = write_pipe or writer
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)

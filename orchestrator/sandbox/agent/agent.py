@@ -90,8 +90,9 @@ def _fast_json():
 
     _Ctx.parse_constant = staticmethod(_bad_constant)
     scanner = _json.make_scanner(_Ctx())
-    encoder = _json.make_encoder(None, _no_default, _json.encode_basestring, None, ":", ",",
-                                 False, False, True)
+    encoder = _json.make_encoder(
+        None, _no_default, _json.encode_basestring, None, ":", ",", False, False, True
+    )
     ws = " \t\n\r"
 
     def loads(text):
@@ -112,7 +113,7 @@ def _fast_json():
     def dumps(obj):
         return "".join(encoder(obj, 0))
 
-    probe = {"a": [1, 2.5, None, True, "\u00e9\n\"x"], "b": {"c": -3}}
+    probe = {"a": [1, 2.5, None, True, '\u00e9\n"x'], "b": {"c": -3}}
     if loads(dumps(probe)) != probe or loads(' {"k": [1]} ') != {"k": [1]}:
         raise ImportError("_json self-test failed")
     return loads, dumps
@@ -276,7 +277,7 @@ class Capture(object):
 
 
 def _proc_table():
-    """pid -> (ppid, pgid) for every visible process."""
+    """pid -> (ppid, pgid, sid) for every visible process."""
     table = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -288,7 +289,7 @@ def _proc_table():
             continue
         fields = raw[raw.rfind(b")") + 2 :].split()
         try:
-            table[int(name)] = (int(fields[1]), int(fields[2]))
+            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
         except (IndexError, ValueError):
             continue
     return table
@@ -300,38 +301,45 @@ def direct_children(pid):
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
             return frozenset(int(p) for p in f.read().split())
     except OSError:
-        return frozenset(p for p, (ppid, _g) in _proc_table().items() if ppid == pid)
+        return frozenset(p for p, row in _proc_table().items() if row[0] == pid)
 
 
-def new_descendants(root, old_children=frozenset()):
-    """(pid, pgid) of the descendants of ``root``, except the subtrees of ``old_children``.
+def command_processes(root, old_children=frozenset(), sid=None):
+    """(pid, pgid) of the processes a command under ``root`` created.
 
-    ``old_children`` are the root's children before a command started (earlier background
-    jobs): what they spawn belongs to them, not to the command being killed.
+    That is the descendants of ``root`` outside the subtrees of ``old_children`` (the root's
+    children before the command started: earlier background jobs), plus, when ``sid`` is given,
+    every process of that session outside the old jobs' process groups: a process whose parent
+    died is re-parented to PID 1 and leaves the tree, but keeps its session and group.
     """
     table = _proc_table()
     children = collections.defaultdict(list)
-    for pid, (ppid, _pgid) in table.items():
-        children[ppid].append(pid)
-    found = []
+    for pid, row in table.items():
+        children[row[0]].append(pid)
+    old_groups = set(table[c][1] for c in old_children if c in table)
+    found = {}
     stack = [c for c in children[root] if c not in old_children]
     while stack:
         pid = stack.pop()
-        found.append((pid, table[pid][1]))
+        found[pid] = table[pid][1]
         stack.extend(children[pid])
-    return found
+    if sid is not None:
+        me = os.getpid()
+        for pid, (_ppid, pgid, psid) in table.items():
+            if psid == sid and pid not in (root, me) and pgid not in old_groups:
+                found[pid] = pgid
+    return list(found.items())
 
 
-def kill_tree(root, old_children, keep_pgids):
+def kill_tree(root, old_children, keep_pgids, sid=None):
     """SIGKILL the processes a command created, by process group and by pid, until none is left.
 
-    Groups seen in any pass are killed again in every later pass: a child forked while its
-    parent was being killed is re-parented to PID 1 and no longer under ``root``, but it is
-    still in its group (how a fork bomb would otherwise escape).
+    Groups seen in any pass are killed again in every later pass, so children forked while
+    their parent was being killed (a fork bomb) do not survive.
     """
     groups = set()
     for _ in range(50):
-        procs = new_descendants(root, old_children)
+        procs = command_processes(root, old_children, sid)
         groups.update(g for _p, g in procs)
         groups -= keep_pgids
         alive = False
@@ -453,7 +461,9 @@ class Session(object):
                 start_new_session=True,
             )
         except FileNotFoundError:
-            raise RpcError(-32001, "ShellNotFound", "shell %r not found in the sandbox" % self.shell)
+            raise RpcError(
+                -32001, "ShellNotFound", "shell %r not found in the sandbox" % self.shell
+            )
         except OSError as exc:
             raise os_error(exc, cwd)
         self.token = ("__AGENTIC_%s_" % os.urandom(8).hex()).encode()
@@ -464,8 +474,8 @@ class Session(object):
             "set -m",
             "echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
             "__ag_state=%s" % _sh_quote(self.state_file),
-            "__ag_done() { { export -p; declare -f; } > \"$__ag_state\" 2>/dev/null; "
-            "printf '%s%%s:%%s:%%s\\n' \"$2\" \"$1\" \"$3\"; }" % self.token.decode(),
+            '__ag_done() { { export -p; declare -f; } > "$__ag_state" 2>/dev/null; '
+            'printf \'%s%%s:%%s:%%s\\n\' "$2" "$1" "$3"; }' % self.token.decode(),
             "trap 'return 130 2>/dev/null' INT",
             "trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
             "",
@@ -485,8 +495,10 @@ class Session(object):
     def close(self):
         proc = self.proc
         self.proc = None
+        if proc is not None:
+            # the whole session: background jobs and their orphans included
+            kill_tree(proc.pid, frozenset(), {os.getpgid(0)}, sid=proc.pid)
         if proc is not None and proc.poll() is None:
-            kill_tree(proc.pid, frozenset(), {os.getpgid(0)})
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
@@ -523,7 +535,10 @@ class Session(object):
         old_children = direct_children(self.proc.pid)
         oom_before = _oom_kills()
         self._send(
-            ("__ag_seq=%d; . %s </dev/null; __ag_done $? %d\n" % (self.seq, _sh_quote(cmd_file), self.seq)).encode()
+            (
+                "__ag_seq=%d; . %s </dev/null; __ag_done $? %d\n"
+                % (self.seq, _sh_quote(cmd_file), self.seq)
+            ).encode()
         )
         capture = Capture(cap)
         fd = self.proc.stdout.fileno()
@@ -603,7 +618,7 @@ class Session(object):
             # bash ignored the interrupt (trap removed, builtin loop in a subshell...): kill it
             # and restore its state so the session stays usable.
             cwd = _proc_cwd(self.proc.pid) or last_cwd
-            kill_tree(self.proc.pid, old_children, {os.getpgid(0)})
+            kill_tree(self.proc.pid, old_children, {os.getpgid(0)}, sid=self.proc.pid)
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
@@ -645,7 +660,7 @@ class Session(object):
             os.kill(self.proc.pid, signal.SIGINT)
         except OSError:
             pass
-        kill_tree(self.proc.pid, old_children, {self.proc.pid, os.getpgid(0)})
+        kill_tree(self.proc.pid, old_children, {self.proc.pid, os.getpgid(0)}, sid=self.proc.pid)
 
 
 def _proc_cwd(pid):
@@ -741,8 +756,14 @@ class Agent(object):
                     more = reader.readline(1 << 20)
                     if not more or more.endswith(b"\n"):
                         break
-                self.send({"id": None, "error": RpcError(-32700, "FrameTooLarge",
-                           "frame exceeds %d bytes" % MAX_FRAME).to_wire()})
+                self.send(
+                    {
+                        "id": None,
+                        "error": RpcError(
+                            -32700, "FrameTooLarge", "frame exceeds %d bytes" % MAX_FRAME
+                        ).to_wire(),
+                    }
+                )
                 continue
             if line.strip():
                 self.handle_frame(line)
@@ -752,17 +773,35 @@ class Agent(object):
         try:
             msg = json_loads(line.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
-            self.send({"id": None, "error": RpcError(-32700, "MalformedFrame",
-                       "frame is not valid UTF-8 JSON: %s" % exc).to_wire()})
+            self.send(
+                {
+                    "id": None,
+                    "error": RpcError(
+                        -32700, "MalformedFrame", "frame is not valid UTF-8 JSON: %s" % exc
+                    ).to_wire(),
+                }
+            )
             return
         if not isinstance(msg, dict):
-            self.send({"id": None, "error": RpcError(-32600, "InvalidRequest",
-                       "frame must be a JSON object").to_wire()})
+            self.send(
+                {
+                    "id": None,
+                    "error": RpcError(
+                        -32600, "InvalidRequest", "frame must be a JSON object"
+                    ).to_wire(),
+                }
+            )
             return
         rid = msg.get("id")
         if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-            self.send({"id": None, "error": RpcError(-32600, "InvalidRequest",
-                       "frame needs an 'id' (string or integer)").to_wire()})
+            self.send(
+                {
+                    "id": None,
+                    "error": RpcError(
+                        -32600, "InvalidRequest", "frame needs an 'id' (string or integer)"
+                    ).to_wire(),
+                }
+            )
             return
         if "chunk" in msg or "eof" in msg:
             self._upload_data(rid, msg)
@@ -770,8 +809,14 @@ class Agent(object):
         method = msg.get("method")
         params = msg.get("params", {})
         if not isinstance(method, str):
-            self.send({"id": rid, "error": RpcError(-32600, "InvalidRequest",
-                       "request needs a string 'method'").to_wire()})
+            self.send(
+                {
+                    "id": rid,
+                    "error": RpcError(
+                        -32600, "InvalidRequest", "request needs a string 'method'"
+                    ).to_wire(),
+                }
+            )
             return
         if not isinstance(params, dict):
             self.send({"id": rid, "error": invalid_params("'params' must be an object").to_wire()})
@@ -780,9 +825,16 @@ class Agent(object):
             if rid in self.seen:
                 cached = self.replies.get(rid)
                 if cached is None and rid not in self.running:
-                    cached = self._encode({"id": rid, "error": RpcError(
-                        -32002, "DuplicateRequest",
-                        "request id %r was already executed; not running it again" % (rid,)).to_wire()})
+                    cached = self._encode(
+                        {
+                            "id": rid,
+                            "error": RpcError(
+                                -32002,
+                                "DuplicateRequest",
+                                "request id %r was already executed; not running it again" % (rid,),
+                            ).to_wire(),
+                        }
+                    )
                 if cached is not None:
                     self._write_raw(cached)
                 return  # running: its one reply answers both
@@ -811,7 +863,7 @@ class Agent(object):
     def _write_all(self, data):
         view = memoryview(data)
         while view:
-            view = view[os.write(self.out_fd, view):]
+            view = view[os.write(self.out_fd, view) :]
 
     # ---- workers
 
@@ -852,16 +904,23 @@ class Agent(object):
         func = self.methods.get(method)
         try:
             if func is None:
-                raise RpcError(-32601, "MethodNotFound", "unknown method %r; known: %s"
-                               % (method, ", ".join(sorted(self.methods))))
+                raise RpcError(
+                    -32601,
+                    "MethodNotFound",
+                    "unknown method %r; known: %s" % (method, ", ".join(sorted(self.methods))),
+                )
             reply = {"id": rid, "result": func(rid, params)}
         except RpcError as exc:
             reply = {"id": rid, "error": exc.to_wire()}
         except OSError as exc:
             reply = {"id": rid, "error": os_error(exc).to_wire()}
         except Exception as exc:  # the agent never dies of one request
-            reply = {"id": rid, "error": RpcError(-32603, "InternalError", "%s: %s" % (
-                type(exc).__name__, exc)).to_wire()}
+            reply = {
+                "id": rid,
+                "error": RpcError(
+                    -32603, "InternalError", "%s: %s" % (type(exc).__name__, exc)
+                ).to_wire(),
+            }
         data = self._encode(reply)
         with self.state_lock:
             self.running.pop(rid, None)
@@ -961,14 +1020,21 @@ class Agent(object):
         started = time.monotonic()
         oom_before = _oom_kills()
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, cwd=cwd, env=env,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
         except FileNotFoundError as exc:
             if cwd and not os.path.isdir(cwd):
                 raise os_error(exc, cwd)
-            raise RpcError(-32001, "CommandNotFound", "command not found: %s" % argv[0],
-                           {"argv": argv})
+            raise RpcError(
+                -32001, "CommandNotFound", "command not found: %s" % argv[0], {"argv": argv}
+            )
         except OSError as exc:
             raise os_error(exc, argv[0])
         cancel = threading.Event()
@@ -982,7 +1048,7 @@ class Agent(object):
             if cancel.is_set() or time.monotonic() >= deadline:
                 cancelled = cancel.is_set()
                 timed_out = not cancelled
-                kill_tree(proc.pid, frozenset(), {os.getpgid(0)})
+                kill_tree(proc.pid, frozenset(), {os.getpgid(0)}, sid=proc.pid)
                 try:
                     os.killpg(proc.pid, signal.SIGKILL)
                 except OSError:
@@ -990,7 +1056,9 @@ class Agent(object):
                 for fd, cap_ in fds.items():
                     cap_.feed(_drain(fd))
                 break
-            ready, _, _ = select.select(list(fds), [], [], min(0.25, max(0.0, deadline - time.monotonic())))
+            ready, _, _ = select.select(
+                list(fds), [], [], min(0.25, max(0.0, deadline - time.monotonic()))
+            )
             for fd in ready:
                 data = os.read(fd, 1 << 20)
                 if data:
@@ -1032,8 +1100,12 @@ class Agent(object):
                 raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path)
             f.seek(offset)
             data = f.read(length)
-        return {"data": _b64().b64encode(data).decode("ascii"), "size": size,
-                "offset": offset, "eof": offset + len(data) >= size}
+        return {
+            "data": _b64().b64encode(data).decode("ascii"),
+            "size": size,
+            "offset": offset,
+            "eof": offset + len(data) >= size,
+        }
 
     def m_file_write(self, rid, params):
         path = _path_param(params)
@@ -1072,7 +1144,11 @@ class Agent(object):
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(raw)
-            final = mode if mode is not None else (old_mode if old_mode is not None else 0o644 & ~_umask())
+            final = (
+                mode
+                if mode is not None
+                else (old_mode if old_mode is not None else 0o644 & ~_umask())
+            )
             os.chmod(tmp, final)
             os.replace(tmp, path)
         except BaseException as exc:
@@ -1154,7 +1230,9 @@ class Agent(object):
         pattern = _param(params, "pattern", str, required=True)
         mode = _param(params, "mode", str, "content")
         include = _param(params, "include", list, [])
-        exclude_dirs = set(_param(params, "exclude_dirs", list, [".git", "node_modules", "__pycache__", ".venv"]))
+        exclude_dirs = set(
+            _param(params, "exclude_dirs", list, [".git", "node_modules", "__pycache__", ".venv"])
+        )
         context = _param(params, "context", int, 0)
         limit = _param(params, "max_results", int, 1000)
         ignore_case = _param(params, "ignore_case", bool, False)
@@ -1181,14 +1259,18 @@ class Agent(object):
             name = os.path.basename(path)
             if mode == "files":
                 target = name if "/" not in pattern else rel
-                if fnmatch.fnmatch(target.lower() if ignore_case else target,
-                                   pattern.lower() if ignore_case else pattern):
+                if fnmatch.fnmatch(
+                    target.lower() if ignore_case else target,
+                    pattern.lower() if ignore_case else pattern,
+                ):
                     matches.append({"path": path})
                     if len(matches) >= limit:
                         truncated = True
                         break
                 continue
-            if include and not any(fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in include):
+            if include and not any(
+                fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in include
+            ):
                 continue
             try:
                 if os.path.getsize(path) > max_file:
@@ -1205,8 +1287,8 @@ class Agent(object):
                 if rx.search(line):
                     m = {"path": path, "line": i + 1, "text": line[:2000]}
                     if context:
-                        m["before"] = lines[max(0, i - context):i]
-                        m["after"] = lines[i + 1:i + 1 + context]
+                        m["before"] = lines[max(0, i - context) : i]
+                        m["after"] = lines[i + 1 : i + 1 + context]
                     matches.append(m)
                     files_with[path] = files_with.get(path, 0) + 1
                     if len(matches) >= limit:
@@ -1214,8 +1296,12 @@ class Agent(object):
                         break
             if truncated:
                 break
-        return {"matches": matches, "truncated": truncated, "files_scanned": scanned,
-                "files": [{"path": p, "count": c} for p, c in files_with.items()]}
+        return {
+            "matches": matches,
+            "truncated": truncated,
+            "files_scanned": scanned,
+            "files": [{"path": p, "count": c} for p, c in files_with.items()],
+        }
 
     def m_tar_get(self, rid, params):
         paths = _param(params, "paths", list, required=True)
@@ -1253,17 +1339,25 @@ class Agent(object):
                     if member.name.startswith("/") or not (
                         target == real_dest or target.startswith(real_dest + os.sep)
                     ):
-                        raise RpcError(-32602, "UnsafeArchive",
-                                       "archive member %r escapes %s" % (member.name, dest))
+                        raise RpcError(
+                            -32602,
+                            "UnsafeArchive",
+                            "archive member %r escapes %s" % (member.name, dest),
+                        )
                     if member.isdev():
                         continue
                     if member.islnk() or member.issym():
-                        link_target = os.path.realpath(os.path.join(
-                            os.path.dirname(target), member.linkname) if member.issym()
-                            else os.path.join(real_dest, member.linkname))
+                        link_target = os.path.realpath(
+                            os.path.join(os.path.dirname(target), member.linkname)
+                            if member.issym()
+                            else os.path.join(real_dest, member.linkname)
+                        )
                         if member.islnk() and not link_target.startswith(real_dest + os.sep):
-                            raise RpcError(-32602, "UnsafeArchive",
-                                           "hard link %r escapes %s" % (member.name, dest))
+                            raise RpcError(
+                                -32602,
+                                "UnsafeArchive",
+                                "hard link %r escapes %s" % (member.name, dest),
+                            )
                     tar.extract(member, real_dest, set_attrs=os.getuid() == 0)
                     count += 1
         except tarfile.TarError as exc:
@@ -1375,8 +1469,15 @@ def _stat_dict(path, st):
         kind = "symlink"
     else:
         kind = "other"
-    return {"path": path, "type": kind, "size": st.st_size, "mode": stat_mod.S_IMODE(mode),
-            "mtime": st.st_mtime, "uid": st.st_uid, "gid": st.st_gid}
+    return {
+        "path": path,
+        "type": kind,
+        "size": st.st_size,
+        "mode": stat_mod.S_IMODE(mode),
+        "mtime": st.st_mtime,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+    }
 
 
 def _make_private_dir():
