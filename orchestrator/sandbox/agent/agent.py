@@ -636,8 +636,11 @@ class Session(object):
             restarted_now = True
         elif ended and not restarted_now:
             self.close()  # the command exited the shell: a fresh one on next use
+        output = capture.text()
+        # bash names the sourced file in its messages ("<file>: line 1: 17 Killed  sleep 60")
+        output = output.replace(cmd_file + ": ", "bash: ")
         result = {
-            "output": capture.text(),
+            "output": output,
             "exit_code": exit_code,
             "timed_out": timed_out,
             "cancelled": cancelled,

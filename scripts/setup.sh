@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Prepare this machine for agentic-rollout; idempotent, needs no stdin, runs as root on Debian.
+#   - installs docker.io / debootstrap / python3-venv when missing (apt)
+#   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers
+#   - creates .venv and installs the package with its dev extras (skipped when pyproject.toml
+#     has not changed since the last install; pip's wheel cache is kept in ~/.cache/pip)
+#   - builds the sandbox images offline (skipped when their content-hashed tags exist)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+command -v dockerd >/dev/null || missing+=(docker.io)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v python3 >/dev/null || missing+=(python3)
+if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -q </dev/null >/dev/null
+  apt-get install -y -q "${missing[@]}" </dev/null >/dev/null
+fi
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (--bridge=none --iptables=false --ip-forward=false)"
+  nohup dockerd --bridge=none --iptables=false --ip-forward=false \
+    >/var/log/agentic-dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { tail -n 20 /var/log/agentic-dockerd.log; log "dockerd did not start"; exit 1; }
+fi
+
+stamp=".venv/.agentic-installed"
+want=$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "creating .venv and installing agentic-rollout[dev]"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip </dev/null
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" </dev/null
+  echo "$want" > "$stamp"
+fi
+
+log "building sandbox images (cached by tag)"
+bash sandbox_images/build.sh >&2
