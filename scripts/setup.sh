@@ -14,6 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v rg >/dev/null || missing+=(ripgrep)  # the search tool's fast engine, local backend
 command -v python3 >/dev/null || missing+=(python3)
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   missing+=(python3-venv)

@@ -30,3 +30,18 @@ def test_remote_error_mapping_tolerates_garbage() -> None:
     assert type(exceptions.remote_error_from_wire("junk")) is exceptions.RemoteError
     unknown = exceptions.remote_error_from_wire({"type": "Brand-New", "message": "x"})
     assert type(unknown) is exceptions.RemoteError and unknown.type == "Brand-New"
+
+
+def test_tools_all_is_exactly_the_public_names() -> None:
+    import tools
+
+    public = {n for n in dir(tools) if not n.startswith("_")} - {
+        "base",
+        "bash",
+        "calculator",
+        "editor",
+        "registry",
+        "search",
+        "submit",
+    }
+    assert set(tools.__all__) == public

@@ -134,6 +134,8 @@ class FileStat(_Result):
     uid: int
     gid: int
     name: str | None = None
+    #: symlinks resolved (``file.stat`` only)
+    realpath: str | None = None
 
 
 class SearchMatch(_Result):

@@ -1168,7 +1168,9 @@ class Agent(object):
         path = _path_param(params)
         follow = _param(params, "follow_symlinks", bool, True)
         st = os.stat(path) if follow else os.lstat(path)
-        return _stat_dict(path, st)
+        d = _stat_dict(path, st)
+        d["realpath"] = os.path.realpath(path)
+        return d
 
     def m_file_list(self, rid, params):
         path = _path_param(params)

@@ -1,0 +1,163 @@
+"""Tool registries: name -> tool, schema export, and per-run copies.
+
+A registry remembers how each tool was made (class + config), so ``fork()`` builds a fresh set
+of instances for one run or one trajectory: editor undo history and calculator history never
+leak between runs. The global registry is created on first use (nothing happens at import).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.exceptions import ConfigError
+from tools.base import AgenticBaseTool, ToolContext, ToolResult
+
+ToolSpec = tuple[type[AgenticBaseTool], dict[str, Any]]
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._specs: dict[str, ToolSpec] = {}
+        self._tools: dict[str, AgenticBaseTool] = {}
+
+    def register(
+        self,
+        tool: type[AgenticBaseTool] | AgenticBaseTool,
+        config: dict[str, Any] | BaseModel | None = None,
+        *,
+        name: str | None = None,
+    ) -> AgenticBaseTool:
+        """Add a tool (a class with its config, or an instance); the same name replaces."""
+        if isinstance(tool, AgenticBaseTool):
+            if config is not None:
+                raise ConfigError("pass a config with a tool class, not with a tool instance")
+            instance = tool
+            spec_config = dict(instance.config)
+        elif isinstance(tool, type) and issubclass(tool, AgenticBaseTool):
+            spec_config = (
+                config.model_dump() if isinstance(config, BaseModel) else dict(config or {})
+            )
+            instance = tool(spec_config)
+        else:
+            raise ConfigError(f"register_tool needs an AgenticBaseTool subclass, got {tool!r}")
+        key = name or instance.tool_name
+        if not key:
+            raise ConfigError(f"tool {type(instance).__name__} has no name")
+        self._specs[key] = (type(instance), spec_config)
+        self._tools[key] = instance
+        return instance
+
+    def unregister(self, name: str) -> None:
+        self._specs.pop(name, None)
+        self._tools.pop(name, None)
+
+    def get(self, name: str) -> AgenticBaseTool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise ConfigError(
+                f"no tool named {name!r}; registered: {', '.join(self.names()) or 'none'}"
+            ) from None
+
+    def get_tool(self, name: str) -> AgenticBaseTool | None:
+        return self._tools.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[AgenticBaseTool]:
+        return iter(self._tools[n] for n in self.names())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def fork(
+        self,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        *,
+        only: list[str] | None = None,
+    ) -> ToolRegistry:
+        """Fresh instances of the registered tools, optionally with per-tool config overrides
+        (``{"bash": {"timeout": 30}}``) and restricted to some names."""
+        overrides = overrides or {}
+        unknown = set(overrides) - set(self._specs)
+        if unknown:
+            raise ConfigError(
+                f"tools_config names unregistered tools: {', '.join(sorted(unknown))}; "
+                f"registered: {', '.join(self.names()) or 'none'}"
+            )
+        new = ToolRegistry()
+        for key, (cls, config) in self._specs.items():
+            if only is not None and key not in only:
+                continue
+            new.register(cls, {**config, **overrides.get(key, {})}, name=key)
+        return new
+
+    def openai_schemas(self) -> list[dict[str, Any]]:
+        return [self._named(t.get_openai_tool_schema(), n) for n, t in sorted(self._tools.items())]
+
+    def anthropic_schemas(self) -> list[dict[str, Any]]:
+        out = []
+        for name, tool in sorted(self._tools.items()):
+            schema = tool.get_anthropic_tool_schema()
+            out.append({**schema, "name": name})
+        return out
+
+    @staticmethod
+    def _named(schema: dict[str, Any], name: str) -> dict[str, Any]:
+        return {**schema, "function": {**schema["function"], "name": name}}
+
+    async def execute(self, name: str, args: Any, context: ToolContext | None = None) -> ToolResult:
+        """Run a tool by name; an unknown name is a result the model can read, not an error."""
+        tool = self._tools.get(name)
+        if tool is None:
+            return ToolResult.fail(
+                f"Unknown tool `{name}`. Available tools: {', '.join(self.names()) or 'none'}."
+            )
+        return await tool.execute(args, context)
+
+
+_global_lock = threading.Lock()
+_global: ToolRegistry | None = None
+
+
+def get_global_tool_registry() -> ToolRegistry:
+    global _global
+    with _global_lock:
+        if _global is None:
+            _global = ToolRegistry()
+        return _global
+
+
+def register_tool(
+    tool: type[AgenticBaseTool] | AgenticBaseTool,
+    config: dict[str, Any] | BaseModel | None = None,
+    *,
+    name: str | None = None,
+) -> AgenticBaseTool:
+    """Register a tool in the global registry (runs fork it, so runs do not share state)."""
+    return get_global_tool_registry().register(tool, config, name=name)
+
+
+def default_registry(**configs: dict[str, Any]) -> ToolRegistry:
+    """A registry with the built-in tools: bash, str_replace_editor, search, calculator, submit."""
+    from tools.bash import BashExecutorTool
+    from tools.calculator import CalculatorTool
+    from tools.editor import FileEditorTool
+    from tools.search import SearchTool
+    from tools.submit import SubmitTool
+
+    registry = ToolRegistry()
+    for cls in (BashExecutorTool, FileEditorTool, SearchTool, CalculatorTool, SubmitTool):
+        registry.register(cls, configs.get(cls.name, {}))
+    unknown = set(configs) - set(registry.names())
+    if unknown:
+        raise ConfigError(f"no built-in tools named {', '.join(sorted(unknown))}")
+    return registry

@@ -1,0 +1,92 @@
+"""``submit`` / ``finish``: end the trajectory with a final answer or, for coding, a patch.
+
+In ``patch`` mode the submission is the diff of the workspace against ``base_commit`` (default
+HEAD), new and binary files included. It is computed with a temporary git index, so the
+repository's own index and working tree are left exactly as the model left them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, ToolResult
+
+
+class SubmitConfig(ToolConfig):
+    mode: Literal["answer", "patch"] = "answer"
+    workdir: str | None = Field(
+        None, description="git repository (default: the context's workspace)"
+    )
+    base_commit: str | None = Field(None, description="diff against this commit (default HEAD)")
+    timeout: float = Field(120.0, gt=0)
+
+
+async def workspace_patch(ctx: ToolContext, workdir: str, base: str | None, timeout: float) -> str:
+    """``git diff --binary`` of everything in ``workdir`` (tracked, new, deleted) vs ``base``."""
+    sandbox = ctx.require_sandbox()
+    script = (
+        "set -e; cd " + shlex.quote(workdir) + "; git rev-parse --is-inside-work-tree >/dev/null; "
+        'idx=$(mktemp); trap \'rm -f "$idx"\' EXIT; export GIT_INDEX_FILE="$idx"; '
+        "git read-tree HEAD; git add -A; git diff --cached --binary " + shlex.quote(base or "HEAD")
+    )
+    res = await sandbox.exec(["bash", "-c", script], timeout=timeout, max_output=256 * 1024 * 1024)
+    if res.exit_code != 0:
+        raise ToolError(
+            f"Cannot build the patch: {workdir} is not a usable git repository "
+            f"(git says: {res.stderr.strip()[:300] or res.stdout.strip()[:300]})."
+        )
+    if res.elided_bytes:
+        raise ToolError(f"The patch is larger than 256 MiB ({res.total_bytes} bytes).")
+    return res.stdout
+
+
+class SubmitTool(AgenticBaseTool):
+    name: ClassVar[str] = "submit"
+    description: ClassVar[str] = (
+        "Finish the task. Give your final answer in `answer`. For coding tasks, call it when "
+        "your changes are complete: the changes in the workspace are submitted as a patch."
+    )
+    parameters: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "description": "the final answer or summary"}},
+        "required": [],
+        "additionalProperties": False,
+    }
+    config_model: ClassVar[type[ToolConfig]] = SubmitConfig
+
+    async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
+        cfg: SubmitConfig = self.settings
+        answer = args.get("answer")
+        if cfg.mode == "answer":
+            if not answer or not str(answer).strip():
+                raise ToolError(f"Tool `{self.tool_name}`: missing required argument `answer`.")
+            return ToolResult(
+                success=True,
+                output=f"Submitted final answer: {answer}",
+                data={"answer": answer},
+                terminate=True,
+            )
+        workdir = cfg.workdir or ctx.workspace
+        if not workdir:
+            raise ToolError("Cannot build the patch: no workspace directory is configured.")
+        patch = await workspace_patch(ctx, workdir, cfg.base_commit, cfg.timeout)
+        files = sum(1 for line in patch.splitlines() if line.startswith("diff --git "))
+        summary = f"Submitted a patch: {files} file(s) changed, {len(patch)} bytes."
+        if not patch:
+            summary = "Submitted an empty patch: the workspace has no changes."
+        return ToolResult(
+            success=True, output=summary, data={"answer": answer, "patch": patch}, terminate=True
+        )
+
+
+class FinishTool(SubmitTool):
+    """``finish``: the seed's name for ending with an answer."""
+
+    name: ClassVar[str] = "finish"
+    parameters: ClassVar[dict[str, Any]] = {
+        **SubmitTool.parameters,
+        "required": ["answer"],
+    }
