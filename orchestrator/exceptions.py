@@ -4,6 +4,15 @@
 
     AgenticRolloutError
     ├── ConfigError (ValueError)              bad configuration or argument, found on the host
+    ├── TaskError (ValueError)                a task (file line, row) that cannot be run
+    ├── LLMError                              a model call failed
+    │   ├── LLMRequestError                   the endpoint refused the request (4xx): not retried
+    │   └── LLMRetryableError                 retried with backoff, then raised
+    │       ├── LLMRateLimitError             429
+    │       ├── LLMServerError                5xx
+    │       ├── LLMTimeoutError (TimeoutError)
+    │       ├── LLMConnectionError (ConnectionError)
+    │       └── LLMResponseError              a reply that is not a valid completion
     └── SandboxError                          anything about a sandbox
         ├── SandboxStartError                 image missing, no python3, agent never answered
         ├── SandboxConnectionError (ConnectionError)
@@ -41,6 +50,46 @@ class AgenticRolloutError(Exception):
 
 class ConfigError(AgenticRolloutError, ValueError):
     """A configuration value or argument is invalid."""
+
+
+class TaskError(AgenticRolloutError, ValueError):
+    """A task cannot be run (bad JSONL line, missing prompt...)."""
+
+
+class LLMError(AgenticRolloutError):
+    """A model call failed."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LLMRequestError(LLMError):
+    """The endpoint refused the request (bad request, auth, not found): retrying cannot help."""
+
+
+class LLMRetryableError(LLMError):
+    """A transient failure: retried with exponential backoff and jitter."""
+
+
+class LLMRateLimitError(LLMRetryableError):
+    """429 Too Many Requests."""
+
+
+class LLMServerError(LLMRetryableError):
+    """5xx from the endpoint."""
+
+
+class LLMTimeoutError(LLMRetryableError, TimeoutError):
+    """No response within the client timeout."""
+
+
+class LLMConnectionError(LLMRetryableError, ConnectionError):
+    """The endpoint could not be reached."""
+
+
+class LLMResponseError(LLMRetryableError):
+    """The endpoint answered with something that is not a completion (garbage, no choices)."""
 
 
 class SandboxError(AgenticRolloutError):

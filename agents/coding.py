@@ -1,0 +1,63 @@
+"""``coding``: a SWE-style agent working in a repository; it ends by submitting a patch.
+
+The tools are bash, str_replace_editor, search and submit (patch mode) unless the run supplies
+others. Tool calls are native when the client supports them, ReAct text otherwise. The
+trajectory's ``final_response`` is the patch (``git diff`` of the workspace), also kept in
+``metadata["patch"]``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from agents.base import BaseAgent, ToolFormat
+from agents.formats import NativeFormat, ReActFormat
+from orchestrator.llm import LLMClient
+from orchestrator.tasks import Task
+from orchestrator.trajectory import Trajectory, TrajectoryStatus
+from tools.base import ToolContext, ToolResult
+from tools.registry import ToolRegistry
+from tools.submit import workspace_patch
+
+SWE_SYSTEM_PROMPT = """You are an autonomous software engineer working in a repository at
+{workspace}. Resolve the issue described by the user by editing the code.
+
+How to work:
+1. Explore the repository to find the relevant code (search, str_replace_editor view).
+2. Reproduce the problem with a small script and run it with bash.
+3. Edit the source to fix it (str_replace_editor). Keep changes minimal; do not edit tests.
+4. Rerun your script to confirm the fix, and think about edge cases.
+5. When you are done, call submit. Your changes are submitted as a patch.
+
+Paths given to str_replace_editor must be absolute. Commands run in a persistent bash session
+with stdin closed: do not start interactive programs."""
+
+
+class CodingAgent(BaseAgent):
+    name: ClassVar[str] = "coding"
+    default_system_prompt: ClassVar[str] = SWE_SYSTEM_PROMPT
+
+    def default_tool_format(self, llm: LLMClient) -> ToolFormat:
+        return NativeFormat() if getattr(llm, "supports_tools", False) else ReActFormat()
+
+    def system_prompt(self, task: Task, tools: ToolRegistry, fmt: ToolFormat) -> str:
+        text = super().system_prompt(task, tools, fmt)
+        return text.replace("{workspace}", task.workspace or "the working directory")
+
+    async def finalize(
+        self, trajectory: Trajectory, ctx: ToolContext, result: ToolResult | None
+    ) -> None:
+        patch = None
+        if result is not None and isinstance(result.data, dict):
+            patch = result.data.get("patch")
+        if patch is None and ctx.sandbox is not None and ctx.workspace:
+            # ended with a text answer instead of submit: the workspace diff is still the result
+            try:
+                patch = await workspace_patch(ctx, ctx.workspace, None, 120.0)
+            except Exception as exc:  # no git repo: keep the text answer, note why
+                trajectory.metadata["patch_error"] = str(exc)
+        if patch is not None:
+            trajectory.metadata["patch"] = patch
+        trajectory.finish(
+            TrajectoryStatus.COMPLETED, patch if patch is not None else trajectory.final_response
+        )

@@ -1,0 +1,123 @@
+"""Tasks: what one trajectory is asked to do, and loading them from JSONL.
+
+Accepts the shapes users have: ``{"id", "prompt"}``, the seed's ``{"content": ...}``, chat
+``{"messages": [...]}``, and ``request_id`` / ``instance_id`` as the id. A broken line in a task
+file is reported with its number and the rest still runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orchestrator.exceptions import TaskError
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    #: the user request, as text or as chat messages
+    prompt: str | list[dict[str, Any]]
+    system_prompt: str | None = None
+    #: working directory inside the sandbox (tools are confined to it)
+    workspace: str | None = None
+    #: per-task sandbox overrides, e.g. {"image": "python:3.12"}
+    sandbox: dict[str, Any] = Field(default_factory=dict)
+    #: shell commands run in the sandbox before the agent starts (setup, not part of the run)
+    setup: list[str] = Field(default_factory=list)
+    #: expected answer: reward 1.0 when the final answer contains it (exact-match style tasks)
+    answer: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_any(cls, data: Any, *, index: int = 0) -> Task:
+        """Build a task from a string, a seed-style dict or a full task dict."""
+        if isinstance(data, Task):
+            return data
+        if isinstance(data, str):
+            return cls(id=f"task-{index}", prompt=data)
+        if not isinstance(data, dict):
+            raise TaskError(f"a task must be a JSON object or a string, got {type(data).__name__}")
+        values = dict(data)
+        tid = (
+            values.pop("id", None)
+            or values.pop("request_id", None)
+            or values.pop("instance_id", None)
+        )
+        if "prompt" not in values:
+            if "content" in values:
+                values["prompt"] = values.pop("content")
+            elif "messages" in values:
+                values["prompt"] = values.pop("messages")
+            elif "problem_statement" in values:
+                values["prompt"] = values["problem_statement"]
+        if isinstance(values.get("prompt"), dict):  # the seed's prompt={"content": ...}
+            values["prompt"] = values["prompt"].get("content", "")
+        if not values.get("prompt"):
+            raise TaskError("task has no prompt (expected 'prompt', 'content' or 'messages')")
+        try:
+            return cls(id=str(tid if tid is not None else f"task-{index}"), **values)
+        except ValidationError as exc:
+            raise TaskError(
+                f"invalid task: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from None
+
+    def prompt_text(self) -> str:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n\n".join(
+            str(m.get("content", "")) for m in self.prompt if m.get("role") == "user"
+        )
+
+
+class TaskLoadError(BaseModel):
+    line: int
+    message: str
+
+
+def load_tasks(path: str | Path) -> tuple[list[Task], list[TaskLoadError]]:
+    """Tasks from a JSONL file (a .json file holding a list also works).
+
+    Returns the good tasks and one error per bad line; duplicate ids are errors too.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TaskError(f"cannot read task file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TaskError(f"task file {path} is not UTF-8: {exc}") from None
+    rows: list[tuple[int, Any]] = []
+    errors: list[TaskLoadError] = []
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise TaskError(f"{path} is not valid JSON: {exc}") from None
+        rows = list(enumerate(data if isinstance(data, list) else [data], start=1))
+    else:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                rows.append((number, json.loads(line)))
+            except ValueError as exc:
+                errors.append(TaskLoadError(line=number, message=f"not valid JSON: {exc}"))
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for number, row in rows:
+        try:
+            task = Task.from_any(row, index=number)
+        except TaskError as exc:
+            errors.append(TaskLoadError(line=number, message=str(exc)))
+            continue
+        if task.id in seen:
+            errors.append(TaskLoadError(line=number, message=f"duplicate task id {task.id!r}"))
+            continue
+        seen.add(task.id)
+        tasks.append(task)
+    return tasks, errors

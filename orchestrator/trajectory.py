@@ -1,0 +1,213 @@
+"""Trajectory: everything one agent run did, as a versioned pydantic model.
+
+A trajectory is a list of typed steps (what the model saw, said and called, what the tools
+returned), plus status, reward, timings, token usage, LLM retries and infrastructure errors.
+It round-trips through ``to_dict``/``from_dict`` (and JSON), and ``to_messages()`` gives the
+OpenAI chat-messages view (usable as SFT data). Depends on pydantic only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+
+class StepType(str, Enum):
+    OBSERVATION = "observation"  # task prompt or environment text shown to the model
+    THOUGHT = "thought"  # model reasoning (ReAct "Thought:", or text beside tool calls)
+    ACTION = "action"  # a text-format action the model wrote (ReAct)
+    TOOL_CALL = "tool_call"  # a tool invocation (name + arguments)
+    TOOL_RESULT = "tool_result"  # what the tool returned
+    FINAL_ANSWER = "final_answer"
+    ERROR = "error"  # format errors and other problems the model is told about
+
+
+class TrajectoryStatus(str, Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    MAX_STEPS = "max_steps"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: TokenUsage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+class RetryRecord(BaseModel):
+    """One retried LLM call: which attempt failed, why, and how long we waited."""
+
+    attempt: int
+    error: str
+    wait_seconds: float
+    at: float = Field(default_factory=time.time)
+
+
+class TrajectoryStep(BaseModel):
+    model_config = ConfigDict(use_enum_values=False)
+
+    step_type: StepType
+    content: str = ""
+    tool_name: str | None = None
+    tool_args: dict[str, Any] | None = None
+    tool_call_id: str | None = None
+    tool_result: Any = None
+    success: bool | None = None
+    #: seconds spent in the LLM call (model steps) or in the tool (tool results)
+    duration: float | None = None
+    usage: TokenUsage | None = None
+    #: model turn this step belongs to (0 = before the first call)
+    turn: int = 0
+    timestamp: float = Field(default_factory=time.time)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrajectoryError(BaseModel):
+    """An infrastructure failure recorded on the trajectory (the run itself went on)."""
+
+    type: str
+    message: str
+    at: float = Field(default_factory=time.time)
+
+
+class Trajectory(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    agent_type: str = ""
+    status: TrajectoryStatus = TrajectoryStatus.RUNNING
+    steps: list[TrajectoryStep] = Field(default_factory=list)
+    #: the chat messages exactly as sent to the model, when the agent keeps them
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    final_response: str | None = None
+    reward: float | None = None
+    reward_details: dict[str, Any] = Field(default_factory=dict)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    llm_seconds: float = 0.0
+    tool_seconds: float = 0.0
+    retries: list[RetryRecord] = Field(default_factory=list)
+    errors: list[TrajectoryError] = Field(default_factory=list)
+    started_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    # ---- building
+
+    def add_step(self, step: TrajectoryStep) -> TrajectoryStep:
+        self.steps.append(step)
+        if step.usage is not None:
+            self.usage.add(step.usage)
+        return step
+
+    def add_error(self, exc: BaseException | str, *, type_: str | None = None) -> None:
+        if isinstance(exc, BaseException):
+            self.errors.append(TrajectoryError(type=type_ or type(exc).__name__, message=str(exc)))
+        else:
+            self.errors.append(TrajectoryError(type=type_ or "Error", message=exc))
+
+    def finish(self, status: TrajectoryStatus, final_response: str | None = None) -> None:
+        self.status = status
+        if final_response is not None:
+            self.final_response = final_response
+        self.finished_at = time.time()
+
+    # ---- reading (the seed's API)
+
+    @property
+    def is_completed(self) -> bool:
+        return self.status != TrajectoryStatus.RUNNING
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    @property
+    def turns(self) -> int:
+        return max((s.turn for s in self.steps), default=0)
+
+    def get_final_response(self) -> str | None:
+        if self.final_response is not None:
+            return self.final_response
+        for step in reversed(self.steps):
+            if step.step_type == StepType.FINAL_ANSWER:
+                return step.content
+        return None
+
+    def get_tool_calls(self) -> list[TrajectoryStep]:
+        return [s for s in self.steps if s.step_type == StepType.TOOL_CALL]
+
+    def get_tool_results(self) -> list[TrajectoryStep]:
+        return [s for s in self.steps if s.step_type == StepType.TOOL_RESULT]
+
+    def get_total_reward(self) -> float:
+        return float(self.reward or 0.0)
+
+    # ---- serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Trajectory:
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            from orchestrator.exceptions import ConfigError
+
+            raise ConfigError(
+                f"trajectory {data.get('request_id')!r} has schema version {version}; this "
+                f"agentic-rollout reads up to {SCHEMA_VERSION}: upgrade to read it"
+            )
+        return cls.model_validate(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    def to_messages(self) -> list[dict[str, Any]]:
+        """OpenAI chat messages: the exact ones sent when recorded, else rebuilt from steps."""
+        if self.messages:
+            out = [dict(m) for m in self.messages]
+            if self.final_response and not (out and out[-1].get("role") == "assistant"):
+                out.append({"role": "assistant", "content": self.final_response})
+            return out
+        return _messages_from_steps(self.steps)
+
+
+def _messages_from_steps(steps: list[TrajectoryStep]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    for step in steps:
+        kind = step.step_type
+        if kind == StepType.OBSERVATION:
+            messages.append({"role": "user", "content": step.content})
+        elif kind in (StepType.THOUGHT, StepType.ACTION, StepType.FINAL_ANSWER):
+            messages.append({"role": "assistant", "content": step.content})
+        elif kind == StepType.TOOL_CALL:
+            call = {
+                "id": step.tool_call_id or f"call_{len(messages)}",
+                "type": "function",
+                "function": {"name": step.tool_name, "arguments": json.dumps(step.tool_args or {})},
+            }
+            if messages and messages[-1]["role"] == "assistant" and "tool_calls" in messages[-1]:
+                messages[-1]["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == StepType.TOOL_RESULT:
+            messages.append(
+                {"role": "tool", "tool_call_id": step.tool_call_id or "", "content": step.content}
+            )
+        elif kind == StepType.ERROR:
+            messages.append({"role": "user", "content": step.content})
+    return messages
