@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +17,6 @@ from typing import Any
 from orchestrator.exceptions import AgenticRolloutError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _setup_logging() -> None:
-    level = os.environ.get("AGENTIC_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
@@ -106,6 +96,265 @@ def _cmd_shell(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AgenticRolloutError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _rollout_config(args: argparse.Namespace) -> Any:
+    from orchestrator.config import AgenticRolloutConfig
+
+    overrides: dict[str, Any] = _parse_sets(args.set or [])
+    flag_map = {
+        "agent_type": args.agent,
+        "max_steps": args.max_steps,
+        "concurrent_requests": args.concurrency,
+        "tool_format": args.tool_format,
+        "llm.model": args.model,
+        "llm.base_url": args.base_url,
+        "llm.provider": args.provider,
+        "sandbox.type": args.backend,
+        "sandbox.image": args.image,
+        "max_tokens_per_step": args.max_tokens,
+        "temperature": args.temperature,
+    }
+    for key, value in flag_map.items():
+        if value is not None:
+            overrides.setdefault(key, value)
+    if args.output:
+        overrides["trajectory_save_path"] = str(Path(args.output) / "trajectories.jsonl")
+    if args.backend == "none":
+        overrides.pop("sandbox.image", None)
+    return AgenticRolloutConfig.load(args.config, **overrides)
+
+
+def _load_run_tasks(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
+    from orchestrator.tasks import Task, load_tasks
+
+    if args.prompt:
+        return [Task(id=args.id or "prompt-0", prompt=args.prompt)], []
+    if not args.tasks:
+        raise AgenticRolloutError("give a tasks file (JSONL) or --prompt TEXT")
+    return load_tasks(args.tasks)
+
+
+async def _run_with_progress(rollout: Any, tasks: list[Any], show_progress: bool) -> Any:
+    import time as _time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    counts = {"running": 0, "failed": 0, "tool_calls": 0}
+    started = _time.monotonic()
+    progress = Progress(
+        TextColumn("[bold]rollout"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "running {task.fields[running]} failed {task.fields[failed]} "
+            "tool calls/s {task.fields[rate]}"
+        ),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not show_progress,
+    )
+    done_ids = rollout.store.done_ids() if rollout.store is not None else set()
+    total = sum(1 for t in tasks if t.id not in done_ids)
+    bar = progress.add_task("run", total=total, running=0, failed=0, rate="0.0")
+
+    def on_event(kind: str, task: Any, traj: Any) -> None:
+        if kind == "started":
+            counts["running"] += 1
+        else:
+            counts["running"] -= 1
+            counts["tool_calls"] += len(traj.get_tool_calls())
+            if traj.status.value in ("error", "timeout"):
+                counts["failed"] += 1
+            progress.advance(bar)
+        rate = counts["tool_calls"] / max(1e-9, _time.monotonic() - started)
+        progress.update(bar, running=counts["running"], failed=counts["failed"], rate=f"{rate:.1f}")
+
+    with progress:
+        return await rollout.run(tasks, on_event=on_event)
+
+
+def _print_summary(summary: Any, elapsed: float, output: str | None) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title="rollout summary")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    trajs = summary.trajectories
+    by = summary.by_status
+    rewards = [t.reward for t in trajs if t.reward is not None]
+    rows = [
+        ("trajectories run", str(len(trajs))),
+        *(
+            (f"  {status}", str(by.get(status, 0)))
+            for status in ("completed", "max_steps", "error", "timeout")
+        ),
+        ("skipped (already stored)", str(len(summary.skipped))),
+        (
+            "mean reward",
+            f"{sum(rewards) / len(rewards):.3f} over {len(rewards)}" if rewards else "-",
+        ),
+        ("tool calls", str(sum(len(t.get_tool_calls()) for t in trajs))),
+        ("tokens", str(sum(t.usage.total_tokens for t in trajs))),
+        ("LLM seconds (sum)", f"{sum(t.llm_seconds for t in trajs):.1f}"),
+        ("tool seconds (sum)", f"{sum(t.tool_seconds for t in trajs):.1f}"),
+        ("wall seconds", f"{elapsed:.1f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    for t in summary.infrastructure_failures:
+        last = t.errors[-1] if t.errors else None
+        console.print(
+            f"[red]{escape(t.request_id)}[/red] {t.status.value}: "
+            + escape(f"{last.type}: {last.message}"[:400] if last else "")
+        )
+    if output:
+        console.print(f"trajectories: {output}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from orchestrator.runner import AgenticRollout
+
+    config = _rollout_config(args)
+    tasks, bad = _load_run_tasks(args)
+    for err in bad:
+        print(f"{args.tasks}:{err.line}: skipped: {err.message}", file=sys.stderr)
+    if not tasks:
+        print("agentic-rollout: no runnable task", file=sys.stderr)
+        return 1
+    rollout = AgenticRollout(config)
+    t0 = _time.monotonic()
+    summary = asyncio.run(_run_with_progress(rollout, tasks, show_progress=not args.no_progress))
+    _print_summary(
+        summary,
+        _time.monotonic() - t0,
+        config.trajectory_save_path if config.save_trajectories else None,
+    )
+    return 1 if (summary.infrastructure_failures or bad) else 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.text import Text
+
+    from orchestrator.store import read_trajectories
+
+    console = Console()
+    shown = 0
+    for traj in read_trajectories(args.file):
+        if args.id and traj.request_id != args.id:
+            continue
+        shown += 1
+        console.rule(
+            f"[bold]{escape(traj.request_id)}[/bold]  {escape(traj.agent_type)}  "
+            f"{traj.status.value}  reward={traj.reward}  tokens={traj.usage.total_tokens}"
+        )
+        colors = {
+            "observation": "cyan",
+            "thought": "white",
+            "action": "yellow",
+            "tool_call": "yellow",
+            "tool_result": "green",
+            "final_answer": "bold magenta",
+            "error": "red",
+        }
+        for step in traj.steps:
+            kind = step.step_type.value
+            title = f"{kind} (turn {step.turn})"
+            if step.tool_name:
+                title += f" {step.tool_name}"
+            body = (
+                step.content
+                if kind != "tool_call"
+                else json.dumps(step.tool_args, ensure_ascii=False)
+            )
+            if kind == "error" and step.metadata.get("reply") is not None:
+                body += f"\n--- model reply ---\n{step.metadata['reply']}"
+            console.print(
+                Panel(
+                    Text(body[: args.max_chars]),
+                    title=title,
+                    border_style=colors.get(kind, "white"),
+                    title_align="left",
+                )
+            )
+        if traj.final_response is not None:
+            console.print(
+                Panel(
+                    Text(traj.final_response[: args.max_chars]),
+                    title="final response",
+                    border_style="magenta",
+                    title_align="left",
+                )
+            )
+        for err in traj.errors:
+            console.print(f"[red]error[/red] {escape(err.type)}: {escape(err.message)}")
+    if not shown:
+        print(
+            f"agentic-rollout: no trajectory{' ' + args.id if args.id else ''} in {args.file}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import time as _time
+
+    from orchestrator.config import AgenticRolloutConfig
+    from orchestrator.local_llm import MODEL_ALIAS, LlamaServer
+    from orchestrator.runner import AgenticRollout
+    from orchestrator.tasks import load_tasks
+
+    examples = REPO_ROOT / "examples"
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    tasks, bad = load_tasks(examples / "tasks" / "demo.jsonl")
+    if bad:
+        raise AgenticRolloutError(f"examples/tasks/demo.jsonl has bad lines: {bad}")
+    print(
+        f"starting llama.cpp (SmolLM2-135M) on 127.0.0.1; log: {output / 'llama-server.log'}",
+        file=sys.stderr,
+    )
+    with LlamaServer(log_path=output / "llama-server.log") as server:
+        config = AgenticRolloutConfig.load(
+            examples / "config" / "demo.yaml",
+            **{
+                "llm.base_url": server.base_url,
+                "llm.model": MODEL_ALIAS,
+                "trajectory_save_path": str(output / "trajectories.jsonl"),
+            },
+        )
+        rollout = AgenticRollout(config)
+        t0 = _time.monotonic()
+        summary = asyncio.run(
+            _run_with_progress(rollout, tasks, show_progress=not args.no_progress)
+        )
+    _print_summary(summary, _time.monotonic() - t0, config.trajectory_save_path)
+    print(f"look at one: agentic-rollout show {config.trajectory_save_path} --id {tasks[0].id}")
+    return 1 if summary.infrastructure_failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentic-rollout", description="LLM agent rollouts with one sandbox per trajectory."
@@ -149,6 +398,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     images.set_defaults(func=_cmd_build_images)
 
+    run = sub.add_parser(
+        "run",
+        help="run agent trajectories (tasks JSONL or one --prompt), one sandbox each",
+        description="Run a batch of trajectories concurrently, one sandbox per trajectory, and "
+        "append each finished trajectory to OUTPUT/trajectories.jsonl. Rerunning with the same "
+        "output skips finished task ids. Exit code 1 if a task line was unreadable or a "
+        "trajectory failed for infrastructure reasons (LLM unreachable, sandbox died, timeout).",
+    )
+    run.add_argument("tasks", nargs="?", help="JSONL file: one task per line ({id, prompt, ...})")
+    run.add_argument("--prompt", help="run a single prompt instead of a file")
+    run.add_argument("--id", help="task id for --prompt")
+    run.add_argument("--config", help="YAML config (AgenticRolloutConfig fields)")
+    run.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field (dotted keys: llm.model=gpt-4o); repeatable",
+    )
+    run.add_argument("--agent", help="agent type: react, tool, coding, or module:Class")
+    run.add_argument("--tool-format", choices=["auto", "react", "json", "native"])
+    run.add_argument("--backend", choices=["docker", "local", "none"], help="sandbox backend")
+    run.add_argument("--image", help="sandbox image (docker)")
+    run.add_argument("--provider", choices=["openai", "anthropic"])
+    run.add_argument("--model", help="model name")
+    run.add_argument("--base-url", help="OpenAI/Anthropic-compatible endpoint")
+    run.add_argument("--concurrency", type=int, help="trajectories (sandboxes) at once")
+    run.add_argument("--max-steps", type=int)
+    run.add_argument("--max-tokens", type=int, help="max tokens per model reply")
+    run.add_argument("--temperature", type=float)
+    run.add_argument("--output", help="output directory (default: from config)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    show = sub.add_parser("show", help="pretty-print trajectories from a JSONL file")
+    show.add_argument("file")
+    show.add_argument("--id", help="only this request id")
+    show.add_argument("--max-chars", type=int, default=4000, help="cut long step contents")
+    show.set_defaults(func=_cmd_show)
+
+    demo = sub.add_parser(
+        "demo",
+        help="offline end-to-end demo: local llama.cpp + SmolLM2 + Docker sandboxes",
+        description="Start llama.cpp's OpenAI-compatible server with SmolLM2-135M on 127.0.0.1, "
+        "run examples/tasks/demo.jsonl with examples/config/demo.yaml in Docker sandboxes, write "
+        "the trajectories, stop the server. The model is tiny: every part is real.",
+    )
+    demo.add_argument("--output", default="demo-output")
+    demo.add_argument("--no-progress", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+
     shell = sub.add_parser("shell", help="open an interactive shell in a fresh sandbox")
     shell.add_argument("--backend", choices=["docker", "local"], default="docker")
     shell.add_argument("--image", default="agentic-rollout/sandbox:latest")
@@ -159,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _setup_logging()
+    from orchestrator.config import configure_logging
+
+    configure_logging()
     try:
         code: int = args.func(args)
     except AgenticRolloutError as exc:

