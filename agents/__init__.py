@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 from agents.base import AgentConfig, BaseAgent, Decision, ParsedCall
-from orchestrator.exceptions import ConfigError
+from orchestrator.exceptions import ConfigError as _ConfigError
 
 AGENTS: dict[str, str] = {
     "react": "agents.react:ReActAgent",
@@ -22,7 +22,7 @@ AGENTS: dict[str, str] = {
 def get_agent_class(name: str) -> type[BaseAgent]:
     spec = AGENTS.get(name, name if ":" in name else None)
     if spec is None:
-        raise ConfigError(
+        raise _ConfigError(
             f"unknown agent type {name!r}; known: {', '.join(sorted(AGENTS))} or an import path "
             "'package.module:AgentClass'"
         )
@@ -30,9 +30,9 @@ def get_agent_class(name: str) -> type[BaseAgent]:
     try:
         cls: Any = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"cannot load agent {spec!r}: {exc}") from exc
+        raise _ConfigError(f"cannot load agent {spec!r}: {exc}") from exc
     if not (isinstance(cls, type) and issubclass(cls, BaseAgent)):
-        raise ConfigError(f"{spec!r} is not a BaseAgent subclass")
+        raise _ConfigError(f"{spec!r} is not a BaseAgent subclass")
     return cls
 
 

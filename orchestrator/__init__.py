@@ -1,17 +1,34 @@
 """Agentic Rollout: LLM agent trajectories with one sandbox per trajectory.
 
 The public surface is re-exported here and listed in ``__all__`` (checked by a test).
-Importing this package has no side effects: no logging setup, no Docker connection.
+Importing this package has no side effects: no logging setup, no Docker connection, no SDK
+client; LLM SDKs and backends are imported when used.
 """
 
+import typing as _typing
+
+from orchestrator.config import AgenticRolloutConfig, LLMSettings
 from orchestrator.exceptions import (
     AgenticRolloutError,
     ConfigError,
+    LLMError,
+    LLMRequestError,
+    LLMRetryableError,
     RemoteError,
     RpcTimeoutError,
     SandboxConnectionError,
     SandboxError,
     SandboxStartError,
+    TaskError,
+)
+from orchestrator.llm import (
+    AnthropicClient,
+    CallableClient,
+    LLMClient,
+    LLMResponse,
+    OpenAIClient,
+    RetryPolicy,
+    ToolCall,
 )
 from orchestrator.sandbox import (
     CommandResult,
@@ -22,23 +39,75 @@ from orchestrator.sandbox import (
     SearchResult,
     sandbox_config,
 )
+from orchestrator.store import TrajectoryStore, read_trajectories
+from orchestrator.tasks import Task, load_tasks
+from orchestrator.trajectory import (
+    StepType,
+    TokenUsage,
+    Trajectory,
+    TrajectoryStatus,
+    TrajectoryStep,
+)
+
+if _typing.TYPE_CHECKING:
+    from orchestrator.runner import AgenticRollout, RunSummary
 
 __version__ = "0.1.0"
 
+#: loaded on first use: the runner imports agents and tools, which import this package
+_LAZY = {"AgenticRollout": "orchestrator.runner", "RunSummary": "orchestrator.runner"}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
+    "AgenticRollout",
+    "AgenticRolloutConfig",
     "AgenticRolloutError",
+    "AnthropicClient",
+    "CallableClient",
     "CommandResult",
     "ConfigError",
     "ExecResult",
     "FileStat",
+    "LLMClient",
+    "LLMError",
+    "LLMRequestError",
+    "LLMResponse",
+    "LLMRetryableError",
+    "LLMSettings",
+    "OpenAIClient",
     "RemoteError",
+    "RetryPolicy",
     "RpcTimeoutError",
+    "RunSummary",
     "Sandbox",
     "SandboxConfig",
     "SandboxConnectionError",
     "SandboxError",
     "SandboxStartError",
     "SearchResult",
+    "StepType",
+    "Task",
+    "TaskError",
+    "TokenUsage",
+    "ToolCall",
+    "Trajectory",
+    "TrajectoryStatus",
+    "TrajectoryStep",
+    "TrajectoryStore",
     "__version__",
+    "load_tasks",
+    "read_trajectories",
     "sandbox_config",
 ]

@@ -41,3 +41,59 @@ def test_core_tools_demo_on_docker() -> None:
 def test_sandbox_quickstart_on_docker() -> None:
     out = _run("sandbox_quickstart.py")
     assert "hello from /workspace/demo" in out and "session still usable: hello" in out
+
+
+def test_basic_usage_example() -> None:
+    out = _run("basic_usage.py")
+    assert "final response: 360" in out and "status: completed" in out
+
+
+@pytest.mark.docker
+def test_tool_integration_demo() -> None:
+    out = _run("tool_integration_demo.py")
+    assert "final response: 0 1 1 2 3 5 8 13 21 34  status: completed" in out
+
+
+@pytest.mark.docker
+def test_advanced_integration_runs_and_resumes(tmp_path: Path) -> None:
+    out = _run("advanced_integration.py", "--out", str(tmp_path))
+    assert (
+        "ran 3, skipped (already stored) 0" in out
+        and "words-8: completed reward=1.0 answer=8" in out
+    )
+    again = _run("advanced_integration.py", "--out", str(tmp_path))
+    assert "ran 0, skipped (already stored) 3" in again and "SFT examples: 3" in again
+
+
+@pytest.mark.docker
+def test_demo_command_is_a_real_offline_rollout(tmp_path: Path) -> None:
+    """The README's main job (after setup): llama.cpp + SmolLM2 + Docker, trajectories on disk."""
+    import importlib.util
+
+    from orchestrator.store import read_trajectories
+
+    from .conftest import IN_CI
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        if IN_CI:
+            pytest.fail("CI=true but llama-cpp-python is not installed", pytrace=False)
+        pytest.skip("llama-cpp-python not installed")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "demo",
+            "--output",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rollout summary" in proc.stdout
+    stored = list(read_trajectories(tmp_path / "trajectories.jsonl"))
+    assert len(stored) == 5 and all(t.usage.completion_tokens > 0 for t in stored)
