@@ -201,10 +201,11 @@ class NativeFormat:
         return None
 
 
-class JsonFormat:
+class JsonFormat(ReActFormat):
     """One JSON object per reply, ``{"action", "action_input", "thought"}``, constrained by a
     JSON schema sent as ``response_format`` (llama.cpp, vLLM and SGLang turn it into a grammar).
-    Small models that cannot follow ReAct text still produce well-formed tool calls this way."""
+    Small models that cannot follow ReAct text still produce well-formed tool calls this way.
+    Observations travel as in ReAct (user messages "Observation: ..."), hence the base class."""
 
     native = False
 
@@ -284,17 +285,6 @@ class JsonFormat:
             thought=thought,
             calls=[ParsedCall(name=data["action"], arguments=args, raw_arguments=raw, error=error)],
         )
-
-    def assistant_message(self, response: LLMResponse) -> dict[str, Any]:
-        return {"role": "assistant", "content": response.content or ""}
-
-    def observation_messages(
-        self, decision: Decision, results: list[ToolResult], texts: list[str]
-    ) -> list[dict[str, Any]]:
-        return [{"role": "user", "content": f"Observation: {t}"} for t in texts]
-
-    def format_error_message(self, error: str) -> dict[str, Any]:
-        return {"role": "user", "content": f"Observation: {error}"}
 
     def stop(self) -> list[str] | None:
         return None

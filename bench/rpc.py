@@ -32,16 +32,7 @@ def _raw_create_start(config: DockerSandboxConfig) -> float:
     api = docker_api(config.docker_host)
     probe = config.build()  # same host config as a real sandbox
     try:
-        host_config = api.create_host_config(
-            network_mode=config.network,
-            mem_limit=probe._memory,
-            memswap_limit=probe._memory,
-            nano_cpus=int(config.cpus * 1e9),
-            pids_limit=config.pids_limit,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            init=config.init,
-        )
+        host_config = probe.host_config(api)
         t0 = time.perf_counter()
         cid = api.create_container(
             config.image,

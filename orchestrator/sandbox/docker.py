@@ -157,12 +157,10 @@ class DockerSandbox(Sandbox):
         sock = await asyncio.to_thread(self._create_and_attach)
         return await DockerAttachTransport.from_socket(sock)
 
-    def _create_and_attach(self) -> socket.socket:
-        import docker.errors
-
+    def host_config(self, api: Any) -> Any:
+        """The isolation defaults and limits of this sandbox (also the benchmark's baseline)."""
         cfg = self.config
-        self._api = api = docker_api(cfg.docker_host)
-        host_config = api.create_host_config(
+        return api.create_host_config(
             network_mode=cfg.network,
             mem_limit=self._memory,
             memswap_limit=self._memory,
@@ -175,6 +173,13 @@ class DockerSandbox(Sandbox):
             read_only=cfg.read_only,
             tmpfs=cfg.tmpfs or None,
         )
+
+    def _create_and_attach(self) -> socket.socket:
+        import docker.errors
+
+        cfg = self.config
+        self._api = api = docker_api(cfg.docker_host)
+        host_config = self.host_config(api)
         container_config = api.create_container_config(
             image=cfg.image,
             command=agent_command(cfg.python),
