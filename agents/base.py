@@ -182,7 +182,12 @@ class BaseAgent:
         traj = trajectory or Trajectory(request_id=task.id, agent_type=self.name)
         traj.agent_type = traj.agent_type or self.name
         fmt = self.tool_format(llm)
-        ctx = ToolContext(sandbox=sandbox, instance_id=task.id, workspace=task.workspace)
+        ctx = ToolContext(
+            sandbox=sandbox,
+            instance_id=task.id,
+            workspace=task.workspace,
+            extra=dict(task.metadata.get("tool_context") or {}),
+        )
         messages = self.initial_messages(task, tools, fmt)
         traj.messages = messages  # the exact conversation, kept up to date
         traj.add_step(TrajectoryStep(step_type=StepType.OBSERVATION, content=task.prompt_text()))

@@ -13,6 +13,7 @@ from typing import ClassVar
 from agents.base import BaseAgent, ToolFormat
 from agents.formats import NativeFormat, ReActFormat
 from orchestrator.llm import LLMClient
+from orchestrator.sandbox.base import Sandbox
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory, TrajectoryStatus
 from tools.base import ToolContext, ToolResult
@@ -50,14 +51,47 @@ class CodingAgent(BaseAgent):
         patch = None
         if result is not None and isinstance(result.data, dict):
             patch = result.data.get("patch")
-        if patch is None and ctx.sandbox is not None and ctx.workspace:
+        if patch is None:
             # ended with a text answer instead of submit: the workspace diff is still the result
-            try:
-                patch = await workspace_patch(ctx, ctx.workspace, None, 120.0)
-            except Exception as exc:  # no git repo: keep the text answer, note why
-                trajectory.metadata["patch_error"] = str(exc)
+            patch = await self._workspace_patch(trajectory, ctx)
         if patch is not None:
             trajectory.metadata["patch"] = patch
         trajectory.finish(
             TrajectoryStatus.COMPLETED, patch if patch is not None else trajectory.final_response
         )
+
+    async def run(
+        self,
+        task: Task,
+        llm: LLMClient,
+        tools: ToolRegistry,
+        sandbox: Sandbox | None = None,
+        *,
+        trajectory: Trajectory | None = None,
+    ) -> Trajectory:
+        traj = await super().run(task, llm, tools, sandbox, trajectory=trajectory)
+        if "patch" not in traj.metadata and sandbox is not None and not sandbox.rpc.closed:
+            # max_steps or a format-error stop: submit what the workspace holds (as SWE-agent does)
+            ctx = ToolContext(
+                sandbox=sandbox,
+                instance_id=task.id,
+                workspace=task.workspace,
+                extra=dict(task.metadata.get("tool_context") or {}),
+            )
+            patch = await self._workspace_patch(traj, ctx)
+            if patch is not None:
+                traj.metadata["patch"] = patch
+                traj.metadata["autosubmitted"] = True
+        return traj
+
+    @staticmethod
+    async def _workspace_patch(trajectory: Trajectory, ctx: ToolContext) -> str | None:
+        if ctx.sandbox is None or not ctx.workspace:
+            return None
+        try:
+            return await workspace_patch(
+                ctx, ctx.workspace, ctx.extra.get("base_commit"), 120.0, ctx.extra.get("exclude")
+            )
+        except Exception as exc:  # no git repo: keep the text answer, note why
+            trajectory.metadata["patch_error"] = str(exc)
+            return None

@@ -10,9 +10,10 @@ trajectory: status ``error``/``timeout`` with the exception recorded; the others
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,8 @@ from tools.registry import ToolRegistry, default_registry, get_global_tool_regis
 
 log = logging.getLogger(__name__)
 
-RewardFn = Callable[[Task, Trajectory], float | None]
+#: sync or async; an async one may run an evaluation in a sandbox (SWE tasks)
+RewardFn = Callable[[Task, Trajectory], "float | Awaitable[float | None] | None"]
 EventFn = Callable[[str, Task, Trajectory | None], None]
 
 
@@ -73,6 +75,7 @@ class AgenticRollout:
         tools: ToolRegistry | None = None,
         reward_fn: RewardFn | None = answer_reward,
         agent: BaseAgent | None = None,
+        reward_all: bool = False,
     ) -> None:
         self.config = config or AgenticRolloutConfig()
         if llm_client is not None and llm_generate_func is not None:
@@ -94,6 +97,8 @@ class AgenticRollout:
             )
         self.tools = base
         self.reward_fn = reward_fn
+        #: also reward trajectories that ended in max_steps/error (SWE: the patch still counts)
+        self.reward_all = reward_all
         self.store: TrajectoryStore | None = (
             TrajectoryStore(self.config.trajectory_save_path)
             if self.config.save_trajectories
@@ -180,9 +185,14 @@ class AgenticRollout:
             traj.finish(TrajectoryStatus.ERROR)
         if traj.status == TrajectoryStatus.RUNNING:
             traj.finish(TrajectoryStatus.ERROR)
-        if self.reward_fn is not None and traj.status == TrajectoryStatus.COMPLETED:
+        if self.reward_fn is not None and (
+            traj.status == TrajectoryStatus.COMPLETED or self.reward_all
+        ):
             try:
-                traj.reward = self.reward_fn(task, traj)
+                value = self.reward_fn(task, traj)
+                if inspect.isawaitable(value):
+                    value = await value
+                traj.reward = value
             except Exception as exc:
                 traj.add_error(exc, type_="RewardError")
         if not self.config.include_trajectory_in_output:

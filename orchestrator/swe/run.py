@@ -1,0 +1,134 @@
+"""SWE runs: rollouts with the coding agent whose reward is the graded evaluation, predictions
+evaluation, and the harness sanity check (gold resolves, empty does not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import AgenticRolloutConfig
+from orchestrator.exceptions import TaskError
+from orchestrator.llm import LLMClient
+from orchestrator.runner import AgenticRollout, RunSummary
+from orchestrator.swe.harness import EvalResult, evaluate, evaluate_many
+from orchestrator.swe.task import SWETask
+from orchestrator.tasks import Task
+from orchestrator.trajectory import Trajectory
+
+SWE_TOOLS = ["bash", "str_replace_editor", "search", "submit"]
+
+
+def swe_config(base: AgenticRolloutConfig | None = None, **overrides: Any) -> AgenticRolloutConfig:
+    """The coding agent with bash/editor/search/submit, submit building the patch."""
+    cfg = base or AgenticRolloutConfig(agent_type="coding")
+    tools_config = {**cfg.tools_config}
+    tools_config["submit"] = {"mode": "auto", **tools_config.get("submit", {})}
+    update: dict[str, Any] = {"tools_config": tools_config}
+    if cfg.tools is None:
+        update["tools"] = SWE_TOOLS
+    update.update(overrides)
+    return cfg.model_copy(update=update)
+
+
+def make_swe_reward(sandbox: dict[str, Any]) -> Any:
+    """An async reward: evaluate the trajectory's patch in a fresh sandbox of the task's image."""
+
+    async def reward(task: Task, traj: Trajectory) -> float:
+        swe = SWETask.from_row(task.metadata["swe"])
+        patch = traj.metadata.get("patch")
+        result = await evaluate(swe, patch, sandbox=sandbox)
+        traj.reward_details = {
+            "resolved": result.resolved,
+            "patch_applied": result.patch_applied,
+            "fail_to_pass": result.fail_to_pass,
+            "pass_to_pass": result.pass_to_pass,
+            "reason": result.reason,
+            "report": result.report,
+        }
+        return result.reward
+
+    return reward
+
+
+async def run_swe(
+    tasks: list[SWETask],
+    config: AgenticRolloutConfig,
+    *,
+    llm_client: LLMClient | None = None,
+) -> RunSummary:
+    sandbox = {k: v for k, v in config.sandbox.items() if k not in ("image", "workdir")}
+    rollout = AgenticRollout(
+        swe_config(config),
+        llm_client=llm_client,
+        reward_fn=make_swe_reward(sandbox),
+        reward_all=True,
+    )
+    return await rollout.run([t.to_task() for t in tasks])
+
+
+def load_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
+    """SWE-bench predictions (JSONL, or a JSON list or dict).
+
+    Each has instance_id, model_name_or_path and model_patch.
+    """
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        data: Any = json.loads(text)
+        rows = list(data.values()) if isinstance(data, dict) else data
+    except ValueError:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise TaskError(f"{path}:{number}: not valid JSON: {exc}") from None
+    out: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if not isinstance(row, dict) or "instance_id" not in row or "model_patch" not in row:
+            raise TaskError(
+                f"{path}: each prediction needs instance_id and model_patch, got {str(row)[:120]}"
+            )
+        out[str(row["instance_id"])] = row
+    return out
+
+
+async def eval_predictions(
+    tasks: list[SWETask],
+    predictions: dict[str, dict[str, Any]],
+    *,
+    sandbox: dict[str, Any],
+    concurrency: int = 4,
+) -> list[EvalResult]:
+    pairs = [
+        (t, predictions[t.instance_id].get("model_patch"))
+        for t in tasks
+        if t.instance_id in predictions
+    ]
+    return await evaluate_many(pairs, sandbox=sandbox, concurrency=concurrency)
+
+
+async def validate(
+    tasks: list[SWETask], *, sandbox: dict[str, Any], concurrency: int = 4
+) -> list[tuple[SWETask, EvalResult, EvalResult]]:
+    """For each task: (task, gold result, empty-patch result); gold must resolve, empty must not."""
+    gold = await evaluate_many(
+        [(t, t.patch) for t in tasks], sandbox=sandbox, concurrency=concurrency
+    )
+    empty = await evaluate_many(
+        [(t, "") for t in tasks],
+        sandbox=sandbox,
+        concurrency=concurrency,
+        run_tests_without_patch=True,
+    )
+    return list(zip(tasks, gold, empty, strict=True))
+
+
+def write_reports(results: list[EvalResult], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        (directory / f"{r.instance_id}.report.json").write_text(
+            json.dumps(r.report, indent=2) + "\n"
+        )
+        (directory / f"{r.instance_id}.log").write_text(r.log)
