@@ -432,7 +432,9 @@ def _cmd_swe(args: argparse.Namespace) -> int:
         _print_results(results)
         return 0
     config = _rollout_config(args)
-    summary = asyncio.run(swe.run_swe(tasks, config))
+    summary = asyncio.run(
+        swe.run_swe(tasks, config, eval_in_rollout_sandbox=args.eval_in_rollout_sandbox)
+    )
     out_dir = Path(config.trajectory_save_path).parent
     with (out_dir / "predictions.jsonl").open("a", encoding="utf-8") as f:
         for t in summary.trajectories:
@@ -546,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="coding-agent rollouts, each graded in a fresh sandbox"
     )
     swe_run.add_argument("tasks")
+    swe_run.add_argument(
+        "--eval-in-rollout-sandbox",
+        action="store_true",
+        help="grade in the rollout's own sandbox instead of a fresh one of the task image",
+    )
     _add_run_options(swe_run)
     swe_eval = swe_sub.add_parser(
         "eval", help="grade SWE-bench predictions (instance_id, model_name_or_path, model_patch)"

@@ -23,6 +23,7 @@ from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
 from orchestrator.sandbox import sandbox_config
+from orchestrator.sandbox.base import Sandbox
 from orchestrator.store import TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory, TrajectoryStatus
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 #: sync or async; an async one may run an evaluation in a sandbox (SWE tasks)
 RewardFn = Callable[[Task, Trajectory], "float | Awaitable[float | None] | None"]
 EventFn = Callable[[str, Task, Trajectory | None], None]
+AfterAgentFn = Callable[[Task, Trajectory, "Sandbox | None"], Awaitable[None]]
 
 
 def answer_reward(task: Task, trajectory: Trajectory) -> float | None:
@@ -76,6 +78,7 @@ class AgenticRollout:
         reward_fn: RewardFn | None = answer_reward,
         agent: BaseAgent | None = None,
         reward_all: bool = False,
+        after_agent: AfterAgentFn | None = None,
     ) -> None:
         self.config = config or AgenticRolloutConfig()
         if llm_client is not None and llm_generate_func is not None:
@@ -99,6 +102,8 @@ class AgenticRollout:
         self.reward_fn = reward_fn
         #: also reward trajectories that ended in max_steps/error (SWE: the patch still counts)
         self.reward_all = reward_all
+        #: awaited inside the sandbox's lifetime after the agent (e.g. evaluate in that sandbox)
+        self.after_agent = after_agent
         self.store: TrajectoryStore | None = (
             TrajectoryStore(self.config.trajectory_save_path)
             if self.config.save_trajectories
@@ -209,6 +214,8 @@ class AgenticRollout:
         )
         if not self.config.uses_sandbox:
             await self._agent.run(task, llm, tools, None, trajectory=traj)
+            if self.after_agent is not None:
+                await self.after_agent(task, traj, None)
             return
         values = {**self.config.sandbox, **task.sandbox}
         if values.get("type", "docker") == "docker":
@@ -223,6 +230,8 @@ class AgenticRollout:
                         f"{result.output[-1000:]}"
                     )
             await self._agent.run(task, llm, tools, sandbox, trajectory=traj)
+            if self.after_agent is not None:
+                await self.after_agent(task, traj, sandbox)
 
 
 class _SeedAgent:

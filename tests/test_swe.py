@@ -218,6 +218,26 @@ async def test_scripted_policy_applying_gold_fix_through_the_editor_gets_reward_
     assert report["patch_exists"] and report["patch_successfully_applied"] and report["resolved"]
     patch = traj.metadata["patch"]
     assert "textkit/slug.py" in patch and "tests/test_slug.py" not in patch
+    # a fresh sandbox of the task image by default
+    assert details["eval_sandbox"].startswith("agentic-")
+    assert details["eval_sandbox"] != traj.metadata["sandbox"]
+
+
+@pytest.mark.docker
+async def test_evaluation_in_the_rollout_sandbox(tmp_path: Path) -> None:
+    task = example_tasks()["agentic__textkit-1"]
+    config = AgenticRolloutConfig(
+        agent_type="coding",
+        trajectory_save_path=str(tmp_path / "t.jsonl"),
+        sandbox={"type": "docker", "run_id": TEST_RUN_ID},
+    )
+    summary = await run_swe(
+        [task], config, llm_client=_textkit_fix_policy(), eval_in_rollout_sandbox=True
+    )
+    traj = summary.trajectories[0]
+    assert traj.reward == 1.0 and traj.reward_details["resolved"]
+    # graded in place, in the very sandbox the agent edited (no second container)
+    assert traj.reward_details["eval_sandbox"] == traj.metadata["sandbox"]
 
 
 @pytest.mark.docker

@@ -49,6 +49,8 @@ class EvalResult(BaseModel):
     reason: str | None = None
     fail_to_pass: float = 0.0
     pass_to_pass: float = 0.0
+    #: name of the sandbox the tests ran in
+    sandbox: str | None = None
     log: str = Field(default="", repr=False)
 
     @property
@@ -64,7 +66,9 @@ async def evaluate(
     use_sandbox: Sandbox | None = None,
     run_tests_without_patch: bool = False,
 ) -> EvalResult:
-    """Grade ``model_patch``; in ``use_sandbox`` if given, else a fresh sandbox of the task image.
+    """Grade ``model_patch`` in a fresh sandbox of the task image, or in ``use_sandbox``: the
+    rollout's own sandbox, whose workdir already holds the agent's edits, so the patch is not
+    applied again (it is graded in place).
 
     ``run_tests_without_patch`` runs the tests even for an empty patch (``swe validate``).
     """
@@ -74,7 +78,7 @@ async def evaluate(
             instance_id=task.instance_id, report=report, reason="empty patch: nothing to evaluate"
         )
     if use_sandbox is not None:
-        return await _evaluate_in(use_sandbox, task, model_patch, report)
+        return await _evaluate_in(use_sandbox, task, model_patch, report, in_place=True)
     values = {
         "type": "docker",
         **(sandbox or {}),
@@ -86,7 +90,12 @@ async def evaluate(
 
 
 async def _evaluate_in(
-    sb: Sandbox, task: SWETask, model_patch: str | None, report: dict[str, Any]
+    sb: Sandbox,
+    task: SWETask,
+    model_patch: str | None,
+    report: dict[str, Any],
+    *,
+    in_place: bool = False,
 ) -> EvalResult:
     iid = task.instance_id
     entry = report[iid]
@@ -95,10 +104,15 @@ async def _evaluate_in(
 
     def result(reason: str | None = None, **extra: Any) -> EvalResult:
         return EvalResult(
-            instance_id=iid, report=report, reason=reason, log="\n".join(log), **extra
+            instance_id=iid,
+            report=report,
+            reason=reason,
+            log="\n".join(log),
+            sandbox=sb.name,
+            **extra,
         )
 
-    if model_patch:
+    if model_patch and not in_place:
         path = f"{EVAL_DIR}/model.patch"
         await sb.write_file(path, model_patch if model_patch.endswith("\n") else model_patch + "\n")
         applied, out = await _apply(sb, wd, path)

@@ -11,6 +11,7 @@ from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import TaskError
 from orchestrator.llm import LLMClient
 from orchestrator.runner import AgenticRollout, RunSummary
+from orchestrator.sandbox.base import Sandbox
 from orchestrator.swe.harness import EvalResult, evaluate, evaluate_many
 from orchestrator.swe.task import SWETask
 from orchestrator.tasks import Task
@@ -31,24 +32,39 @@ def swe_config(base: AgenticRolloutConfig | None = None, **overrides: Any) -> Ag
     return cfg.model_copy(update=update)
 
 
+def _record(traj: Trajectory, result: EvalResult) -> float:
+    traj.reward_details = {
+        "resolved": result.resolved,
+        "patch_applied": result.patch_applied,
+        "fail_to_pass": result.fail_to_pass,
+        "pass_to_pass": result.pass_to_pass,
+        "reason": result.reason,
+        "report": result.report,
+        "eval_sandbox": result.sandbox,
+    }
+    return result.reward
+
+
 def make_swe_reward(sandbox: dict[str, Any]) -> Any:
-    """An async reward: evaluate the trajectory's patch in a fresh sandbox of the task's image."""
+    """An async reward: evaluate the trajectory's patch in a fresh sandbox of the task's image
+    (or keep the result of an evaluation already done in the rollout's own sandbox)."""
 
     async def reward(task: Task, traj: Trajectory) -> float:
+        if "resolved" in traj.reward_details:
+            return 1.0 if traj.reward_details["resolved"] else 0.0
         swe = SWETask.from_row(task.metadata["swe"])
-        patch = traj.metadata.get("patch")
-        result = await evaluate(swe, patch, sandbox=sandbox)
-        traj.reward_details = {
-            "resolved": result.resolved,
-            "patch_applied": result.patch_applied,
-            "fail_to_pass": result.fail_to_pass,
-            "pass_to_pass": result.pass_to_pass,
-            "reason": result.reason,
-            "report": result.report,
-        }
-        return result.reward
+        return _record(traj, await evaluate(swe, traj.metadata.get("patch"), sandbox=sandbox))
 
     return reward
+
+
+async def _evaluate_in_rollout_sandbox(
+    task: Task, traj: Trajectory, sandbox: Sandbox | None
+) -> None:
+    if sandbox is None or sandbox.rpc.closed:
+        return  # the reward falls back to a fresh sandbox
+    swe = SWETask.from_row(task.metadata["swe"])
+    _record(traj, await evaluate(swe, traj.metadata.get("patch"), use_sandbox=sandbox))
 
 
 async def run_swe(
@@ -56,13 +72,18 @@ async def run_swe(
     config: AgenticRolloutConfig,
     *,
     llm_client: LLMClient | None = None,
+    eval_in_rollout_sandbox: bool = False,
 ) -> RunSummary:
+    """Rollouts graded in a fresh sandbox of each task's image (default), or in the rollout's
+    own sandbox (no second container; the agent's edits are graded in place, so whatever else
+    it changed in that environment counts too)."""
     sandbox = {k: v for k, v in config.sandbox.items() if k not in ("image", "workdir")}
     rollout = AgenticRollout(
         swe_config(config),
         llm_client=llm_client,
         reward_fn=make_swe_reward(sandbox),
         reward_all=True,
+        after_agent=_evaluate_in_rollout_sandbox if eval_in_rollout_sandbox else None,
     )
     return await rollout.run([t.to_task() for t in tasks])
 
