@@ -60,7 +60,7 @@ async def test_isolation_defaults_are_applied(client: Any) -> None:
         assert host["Memory"] == 384 * 2**20 and host["MemorySwap"] == 384 * 2**20
         assert host["NanoCpus"] == 500_000_000
         assert host["PidsLimit"] == 99
-        assert host["Init"] is True
+        assert host["Init"] is False  # the agent itself is PID 1 (see below)
         assert host["Binds"] in (None, []) and not attrs["Mounts"]
         labels = attrs["Config"]["Labels"]
         assert labels[LABEL_MANAGED] == "1" and labels[LABEL_RUN] == TEST_RUN_ID
@@ -68,6 +68,7 @@ async def test_isolation_defaults_are_applied(client: Any) -> None:
         assert float(labels[LABEL_EXPIRES]) > time.time()
         assert labels[LABEL_OWNER]
         # and from inside: no network interface but loopback, no capabilities
+        assert (await sandbox.info())["pid"] == 1
         r = await sandbox.run("ls /sys/class/net; grep CapEff /proc/self/status")
         assert r.output.split()[:1] == ["lo"] and "0000000000000000" in r.output
     assert not _exists(client, sandbox.container_id)
@@ -149,15 +150,42 @@ async def test_container_killed_mid_call_fails_pending_within_a_second(client: A
 
 async def test_agent_killed_fails_pending_calls(client: Any) -> None:
     async with docker_config().build() as sandbox:
-        agent_pid = (await sandbox.info())["pid"]
         pending = asyncio.create_task(sandbox.run("sleep 100", session="other", timeout=100))
         await asyncio.sleep(0.2)
-        container = client.containers.get(sandbox.container_id)
+        # the agent is the container's PID 1: only the host can SIGKILL it (a crash, an OOM kill)
+        host_pid = client.containers.get(sandbox.container_id).attrs["State"]["Pid"]
         t0 = time.monotonic()
-        await asyncio.to_thread(container.exec_run, ["kill", "-9", str(agent_pid)])
+        os.kill(host_pid, signal.SIGKILL)
         with pytest.raises(SandboxConnectionError, match="exit code 137"):
             await pending
         assert time.monotonic() - t0 < 1.5
+
+
+async def test_agent_as_init_reaps_orphans_and_survives_kill_minus_one() -> None:
+    async with docker_config().build() as sandbox:
+        # grandchildren whose parent exits are re-parented to the agent, then exit: zombies
+        await sandbox.run("for i in 1 2 3 4 5; do sh -c 'sleep 0.2 &'; done")
+        for _ in range(30):
+            zombies = await sandbox.exec(
+                ["sh", "-c", "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l"]
+            )
+            if zombies.stdout.strip() == "0":
+                break
+            await asyncio.sleep(0.2)
+        assert zombies.stdout.strip() == "0"
+        await sandbox.run("sleep 300 &", session="victim")
+        r = await sandbox.run("kill -9 -1; echo survived", timeout=10)
+        assert "survived" in r.output and not r.timed_out
+        assert (await sandbox.info())["pid"] == 1
+        victim = await sandbox.run("echo fresh", session="victim")
+        assert victim.output == "fresh\n"  # its bash was killed; a new one took its place
+        # what kill -9 -1 killed is re-parented to the agent as zombies, reaped within seconds
+        for _ in range(30):
+            left = (await sandbox.run("pgrep -x sleep || echo none")).output.strip()
+            if left == "none":
+                break
+            await asyncio.sleep(0.2)
+        assert left == "none"
 
 
 async def test_one_gigabyte_of_output_is_capped_at_the_source() -> None:
@@ -171,9 +199,15 @@ async def test_one_gigabyte_of_output_is_capped_at_the_source() -> None:
         assert info["rss_bytes"] < 64 * 2**20  # the agent never held the gigabyte
 
 
-async def _process_count(sandbox: Any) -> int:
-    info = await sandbox.rpc.call("file.list", {"path": "/proc", "depth": 1})
-    return sum(1 for e in info["entries"] if e["name"].isdigit())
+async def _process_count(sandbox: Any, *, below: int | None = None) -> int:
+    """Processes in the sandbox; with ``below``, wait (up to 5 s) for killed ones to be reaped."""
+    for _ in range(50):
+        info = await sandbox.rpc.call("file.list", {"path": "/proc", "depth": 1})
+        count = sum(1 for e in info["entries"] if e["name"].isdigit())
+        if below is None or count < below:
+            return count
+        await asyncio.sleep(0.1)
+    return count
 
 
 async def test_background_fork_bomb_hits_pids_limit_and_agent_survives() -> None:
@@ -185,7 +219,7 @@ async def test_background_fork_bomb_hits_pids_limit_and_agent_survives() -> None
         assert (await sandbox.info())["pid"] == before  # the agent is alive and answering
         await sandbox.ping()
         assert await sandbox.close_session()  # kills the session's whole tree, bomb included
-        assert await _process_count(sandbox) < 20
+        assert await _process_count(sandbox, below=20) < 20
         assert (await sandbox.run("echo alive")).output == "alive\n"
 
 
@@ -196,7 +230,7 @@ async def test_foreground_fork_bomb_times_out_and_session_recovers() -> None:
         assert r.timed_out
         assert (await sandbox.info())["pid"] == before
         assert (await sandbox.run("echo alive")).output == "alive\n"
-        assert await _process_count(sandbox) < 20
+        assert await _process_count(sandbox, below=20) < 20
 
 
 async def test_memory_hog_is_oom_killed_with_a_clear_note() -> None:
@@ -309,3 +343,33 @@ def test_gc_never_touches_foreign_containers(client: Any) -> None:
 
 def test_sandbox_is_a_docker_sandbox() -> None:
     assert isinstance(docker_config().build(), DockerSandbox)
+
+
+async def test_read_only_rootfs_with_writable_tmp_and_workdir(client: Any) -> None:
+    config = docker_config(read_only=True, workdir="/opt/agentic/agent", tmp_size="64m")
+    async with config.build() as sandbox:
+        host = client.containers.get(sandbox.container_id).attrs["HostConfig"]
+        assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+        with pytest.raises(RemotePermissionError, match="Read-only file system: /etc/x"):
+            await sandbox.write_file("/etc/x", "1")
+        # the workdir keeps the image's content and is writable; /tmp is writable
+        r = await sandbox.run(
+            "ls agent.py && echo hi > new.txt && cat new.txt && touch /tmp/t && df -h /tmp | tail -1"
+        )
+        assert r.ok and r.output.startswith("agent.py\nhi\n") and "64M" in r.output
+        assert (await sandbox.run("touch /usr/x")).exit_code != 0
+        volumes = [
+            m["Name"]
+            for m in client.containers.get(sandbox.container_id).attrs["Mounts"]
+            if m["Type"] == "volume"
+        ]
+        assert len(volumes) == 1
+    with pytest.raises(docker.errors.NotFound):
+        client.volumes.get(volumes[0])  # removed with the container
+
+
+async def test_runtime_is_passed_through(client: Any) -> None:
+    async with docker_config(runtime="runc").build() as sandbox:
+        assert client.containers.get(sandbox.container_id).attrs["HostConfig"]["Runtime"] == "runc"
+    with pytest.raises(SandboxStartError, match="runsc-not-installed"):
+        await docker_config(runtime="runsc-not-installed").build().start()

@@ -97,10 +97,19 @@ class DockerSandboxConfig(BaseModel):
     ttl: float = Field(6 * 3600, gt=0, description="seconds until the reaper may remove it")
     startup_timeout: float = Field(60.0, gt=0)
     python: str = Field("python3", description="interpreter in the image that runs the agent")
-    init: bool = Field(True, description="run docker-init as PID 1 (reaps zombies)")
+    init: bool = Field(
+        False,
+        description="run docker-init as PID 1; by default the agent is PID 1 itself (it reaps "
+        "orphans, and `kill -9 -1` inside the sandbox cannot kill it)",
+    )
     runtime: str | None = Field(None, description="OCI runtime, e.g. 'runsc' for gVisor")
-    read_only: bool = False
-    tmpfs: dict[str, str] = Field(default_factory=dict)
+    read_only: bool = Field(
+        False,
+        description="read-only root filesystem; /tmp becomes a tmpfs and the workdir an anonymous "
+        "volume holding the image's content (removed with the container)",
+    )
+    tmpfs: dict[str, str] = Field(default_factory=dict, description="path -> mount options")
+    tmp_size: str = Field("512m", description="size of the /tmp tmpfs when read_only")
     docker_host: str | None = Field(None, description="daemon URL; default DOCKER_HOST / socket")
     name_prefix: str = "agentic"
 
@@ -171,8 +180,23 @@ class DockerSandbox(Sandbox):
             init=cfg.init,
             runtime=cfg.runtime,
             read_only=cfg.read_only,
-            tmpfs=cfg.tmpfs or None,
+            tmpfs=self._tmpfs() or None,
+            mounts=self._mounts(),
         )
+
+    def _tmpfs(self) -> dict[str, str]:
+        tmpfs = dict(self.config.tmpfs)
+        if self.config.read_only:
+            tmpfs.setdefault("/tmp", f"rw,nosuid,nodev,size={self.config.tmp_size}")
+        return tmpfs
+
+    def _mounts(self) -> list[Any] | None:
+        if not (self.config.read_only and self.config.workdir):
+            return None
+        from docker.types import Mount
+
+        # an anonymous volume: Docker fills it with the image's content at that path
+        return [Mount(target=self.config.workdir, source=None, type="volume")]
 
     def _create_and_attach(self) -> socket.socket:
         import docker.errors

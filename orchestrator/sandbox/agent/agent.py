@@ -276,6 +276,51 @@ class Capture(object):
 # process helpers
 
 
+# Children started by the agent (bash sessions, exec processes). As PID 1 the agent also
+# inherits every orphan in the sandbox; the reaper collects those zombies but never one of these,
+# whose exit status belongs to its Popen. Spawning and registering happen under the same lock the
+# reaper holds, so a child that exits at once cannot be taken for an orphan.
+_CHILDREN_LOCK = threading.Lock()
+_CHILDREN = set()
+#: set by kill_tree: killed processes are zombies that still count against the pids limit
+_REAP_NOW = threading.Event()
+
+
+def spawn(argv, **kwargs):
+    with _CHILDREN_LOCK:
+        proc = subprocess.Popen(argv, **kwargs)
+        _CHILDREN.add(proc.pid)
+    return proc
+
+
+def forget(proc):
+    with _CHILDREN_LOCK:
+        _CHILDREN.discard(proc.pid)
+
+
+def reap_orphans_forever(interval=1.0):
+    """Reap zombies re-parented to us (we are PID 1: the container's init)."""
+    me = os.getpid()
+    while True:
+        _REAP_NOW.wait(interval)
+        _REAP_NOW.clear()
+        with _CHILDREN_LOCK:
+            for name in os.listdir("/proc"):
+                if not name.isdigit() or int(name) in _CHILDREN:
+                    continue
+                try:
+                    with open("/proc/%s/stat" % name, "rb") as f:
+                        raw = f.read()
+                except OSError:
+                    continue
+                fields = raw[raw.rfind(b")") + 2 :].split()
+                if len(fields) > 1 and fields[0] == b"Z" and fields[1] == str(me).encode():
+                    try:
+                        os.waitpid(int(name), os.WNOHANG)
+                    except OSError:
+                        pass
+
+
 def _proc_table():
     """pid -> (ppid, pgid, sid) for every visible process."""
     table = {}
@@ -355,6 +400,7 @@ def kill_tree(root, old_children, keep_pgids, sid=None):
                 alive = True
             except OSError:
                 pass
+        _REAP_NOW.set()
         if not alive:
             return
         time.sleep(0.005)
@@ -451,7 +497,7 @@ class Session(object):
         env.update({"PAGER": "cat", "GIT_PAGER": "cat", "MANPAGER": "cat", "TERM": "dumb"})
         env.update(self.env)
         try:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 [self.shell, "--noprofile", "--norc"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -505,6 +551,7 @@ class Session(object):
                 pass
             proc.wait()
         if proc is not None:
+            forget(proc)  # reaped above (poll or wait)
             for f in (proc.stdin, proc.stdout):
                 try:
                     f.close()
@@ -1023,7 +1070,7 @@ class Agent(object):
         started = time.monotonic()
         oom_before = _oom_kills()
         try:
-            proc = subprocess.Popen(
+            proc = spawn(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -1069,6 +1116,7 @@ class Agent(object):
                 else:
                     del fds[fd]
         code = proc.wait()
+        forget(proc)
         proc.stdout.close()
         proc.stderr.close()
         oom_after = _oom_kills()
@@ -1514,6 +1562,9 @@ def main(argv=None):
     os.close(devnull)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     agent = Agent(in_fd, out_fd)
+    if os.getpid() == 1:
+        # we are the container's init: orphans are ours to reap, and `kill -9 -1` cannot reach us
+        threading.Thread(target=reap_orphans_forever, name="agentic-reaper", daemon=True).start()
     try:
         agent.serve()
     finally:
