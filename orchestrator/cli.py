@@ -248,6 +248,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _time.monotonic() - t0,
         config.trajectory_save_path if config.save_trajectories else None,
     )
+    if summary.unsaved:
+        print(
+            f"agentic-rollout: {len(summary.unsaved)} trajectories could not be saved "
+            f"({summary.unsaved[0].metadata['save_error']}); the ones already in the file are "
+            "intact, and a rerun redoes the unsaved ones",
+            file=sys.stderr,
+        )
+        return 2
     return 1 if (summary.infrastructure_failures or bad) else 0
 
 

@@ -24,7 +24,7 @@ from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.base import Sandbox
-from orchestrator.store import TrajectoryStore
+from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory, TrajectoryStatus
 from tools.registry import ToolRegistry, default_registry, get_global_tool_registry
@@ -49,6 +49,11 @@ def answer_reward(task: Task, trajectory: Trajectory) -> float | None:
 class RunSummary:
     trajectories: list[Trajectory] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def unsaved(self) -> list[Trajectory]:
+        """Trajectories the store could not write (disk full...): a rerun redoes them."""
+        return [t for t in self.trajectories if "save_error" in t.metadata]
 
     @property
     def by_status(self) -> dict[str, int]:
@@ -204,7 +209,11 @@ class AgenticRollout:
             traj.steps = []
             traj.messages = []
         if self.store is not None:
-            await self.store.aappend(traj)
+            try:
+                await self.store.aappend(traj)
+            except StoreError as exc:  # disk full: keep it in memory, say so, go on with the rest
+                log.error("trajectory %s not saved: %s", task.id, exc)
+                traj.metadata["save_error"] = str(exc)
         return traj
 
     async def _execute(self, task: Task, llm: LLMClient, traj: Trajectory) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import logging
 import os
 import re
 import socket
@@ -30,6 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.exceptions import ConfigError, SandboxStartError
 from orchestrator.sandbox.base import Sandbox, agent_command
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
+
+log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "agentic-rollout"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
@@ -163,7 +166,15 @@ class DockerSandbox(Sandbox):
         }
 
     async def _open(self) -> Transport:
-        sock = await asyncio.to_thread(self._create_and_attach)
+        try:
+            sock = await asyncio.to_thread(self._create_and_attach)
+        except SandboxStartError:
+            raise
+        except Exception as exc:  # requests/urllib3/socket errors: the daemon is not answering
+            host = self.config.docker_host or "the local Docker socket"
+            raise SandboxStartError(
+                f"{self.describe()}: Docker daemon unreachable at {host}: {type(exc).__name__}: {exc}"
+            ) from exc
         return await DockerAttachTransport.from_socket(sock)
 
     def host_config(self, api: Any) -> Any:
@@ -305,9 +316,14 @@ class DockerSandbox(Sandbox):
                 self._api.remove_container(self.container_id, force=True, v=True)
         except docker.errors.NotFound:
             pass
-        except docker.errors.APIError as exc:
+        except Exception as exc:  # daemon down or restarting: never mask the trajectory's outcome
             if "already in progress" not in str(exc):
-                raise
+                log.warning(
+                    "could not remove %s (%s: %s); `agentic-rollout gc` will reap it",
+                    self.name,
+                    type(exc).__name__,
+                    exc,
+                )
         finally:
             self._api.close()
 
