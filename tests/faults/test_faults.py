@@ -25,7 +25,6 @@ from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import SandboxConnectionError
 from orchestrator.runner import AgenticRollout
 from orchestrator.sandbox.gc import reap_docker
-from orchestrator.store import read_trajectories
 from orchestrator.testing import ScriptedLLM, tool_call
 from orchestrator.trajectory import TrajectoryStatus
 from tests.conftest import IN_CI, SANDBOX_IMAGE, TEST_RUN_ID, docker_config
