@@ -173,7 +173,8 @@ class DockerSandbox(Sandbox):
         except Exception as exc:  # requests/urllib3/socket errors: the daemon is not answering
             host = self.config.docker_host or "the local Docker socket"
             raise SandboxStartError(
-                f"{self.describe()}: Docker daemon unreachable at {host}: {type(exc).__name__}: {exc}"
+                f"{self.describe()}: Docker daemon unreachable at {host}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         return await DockerAttachTransport.from_socket(sock)
 
