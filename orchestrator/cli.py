@@ -46,6 +46,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         )
         lines = rpc.summary_lines(result)
+    elif args.name == "soak":
+        from bench import soak
+
+        result = asyncio.run(
+            soak.run(
+                trajectories=args.trajectories,
+                fault_rate=args.fault_rate,
+                concurrency=args.concurrency,
+                seconds=args.seconds,
+                image=args.image,
+            )
+        )
+        lines = soak.summary_lines(result)
     else:  # argparse restricts the choices
         raise AgenticRolloutError(f"unknown benchmark {args.name!r}")
     text = json.dumps(result, indent=2)
@@ -491,9 +504,14 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="run a benchmark; prints JSON then key=value lines",
         description="Benchmarks. rpc: our RPC vs docker exec per call, and "
-        "sandbox ready time vs raw container create+start.",
+        "sandbox ready time vs raw container create+start. soak: many trajectories with random "
+        "injected faults; counts lost, duplicated and leaked.",
     )
-    bench.add_argument("name", choices=["rpc"])
+    bench.add_argument("name", choices=["rpc", "soak"])
+    bench.add_argument("--trajectories", type=int, default=500, help="trajectories (soak)")
+    bench.add_argument("--fault-rate", type=float, default=0.12, help="share with a fault (soak)")
+    bench.add_argument("--concurrency", type=int, default=16, help="sandboxes at once (soak)")
+    bench.add_argument("--seconds", type=float, default=600, help="time bound (soak)")
     bench.add_argument("--image", default="agentic-rollout/sandbox:latest")
     bench.add_argument("--calls", type=int, default=400, help="RPC calls (rpc)")
     bench.add_argument("--exec-calls", type=int, default=40, help="docker exec calls (rpc)")

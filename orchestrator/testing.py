@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 from orchestrator.exceptions import LLMError
@@ -75,7 +75,7 @@ class ScriptedLLM:
         self._position = 0
 
     @classmethod
-    def by_prompt(cls, scripts: dict[str, Sequence[ScriptItem]], **kwargs: Any) -> ScriptedLLM:
+    def by_prompt(cls, scripts: Mapping[str, Sequence[ScriptItem]], **kwargs: Any) -> ScriptedLLM:
         llm = cls(**kwargs)
         llm.scripts = {k: list(v) for k, v in scripts.items()}
         return llm
