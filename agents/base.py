@@ -94,6 +94,16 @@ class ToolFormat(Protocol):
     def stop(self) -> list[str] | None: ...
 
 
+def tool_context(task: Task, sandbox: Sandbox | None) -> ToolContext:
+    """The tools' view of a task: its sandbox, workspace and extra context (SWE base commit)."""
+    return ToolContext(
+        sandbox=sandbox,
+        instance_id=task.id,
+        workspace=task.workspace,
+        extra=dict(task.metadata.get("tool_context") or {}),
+    )
+
+
 class BaseAgent:
     """Subclasses pick a ``tool_format`` and may override the small methods below."""
 
@@ -182,12 +192,7 @@ class BaseAgent:
         traj = trajectory or Trajectory(request_id=task.id, agent_type=self.name)
         traj.agent_type = traj.agent_type or self.name
         fmt = self.tool_format(llm)
-        ctx = ToolContext(
-            sandbox=sandbox,
-            instance_id=task.id,
-            workspace=task.workspace,
-            extra=dict(task.metadata.get("tool_context") or {}),
-        )
+        ctx = tool_context(task, sandbox)
         messages = self.initial_messages(task, tools, fmt)
         traj.messages = messages  # the exact conversation, kept up to date
         traj.add_step(TrajectoryStep(step_type=StepType.OBSERVATION, content=task.prompt_text()))

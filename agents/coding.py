@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agents.base import BaseAgent, ToolFormat
+from agents.base import BaseAgent, ToolFormat, tool_context
 from agents.formats import NativeFormat, ReActFormat
 from orchestrator.llm import LLMClient
 from orchestrator.sandbox.base import Sandbox
@@ -72,13 +72,7 @@ class CodingAgent(BaseAgent):
         traj = await super().run(task, llm, tools, sandbox, trajectory=trajectory)
         if "patch" not in traj.metadata and sandbox is not None and not sandbox.rpc.closed:
             # max_steps or a format-error stop: submit what the workspace holds (as SWE-agent does)
-            ctx = ToolContext(
-                sandbox=sandbox,
-                instance_id=task.id,
-                workspace=task.workspace,
-                extra=dict(task.metadata.get("tool_context") or {}),
-            )
-            patch = await self._workspace_patch(traj, ctx)
+            patch = await self._workspace_patch(traj, tool_context(task, sandbox))
             if patch is not None:
                 traj.metadata["patch"] = patch
                 traj.metadata["autosubmitted"] = True

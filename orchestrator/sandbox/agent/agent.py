@@ -300,30 +300,21 @@ def forget(proc):
 
 def reap_orphans_forever(interval=1.0):
     """Reap zombies re-parented to us (we are PID 1: the container's init)."""
-    me = os.getpid()
+    me = str(os.getpid()).encode()
     while True:
         _REAP_NOW.wait(interval)
         _REAP_NOW.clear()
         with _CHILDREN_LOCK:
-            for name in os.listdir("/proc"):
-                if not name.isdigit() or int(name) in _CHILDREN:
-                    continue
-                try:
-                    with open("/proc/%s/stat" % name, "rb") as f:
-                        raw = f.read()
-                except OSError:
-                    continue
-                fields = raw[raw.rfind(b")") + 2 :].split()
-                if len(fields) > 1 and fields[0] == b"Z" and fields[1] == str(me).encode():
+            for pid, fields in _proc_stats():
+                if pid not in _CHILDREN and fields[0] == b"Z" and fields[1] == me:
                     try:
-                        os.waitpid(int(name), os.WNOHANG)
+                        os.waitpid(pid, os.WNOHANG)
                     except OSError:
                         pass
 
 
-def _proc_table():
-    """pid -> (ppid, pgid, sid) for every visible process."""
-    table = {}
+def _proc_stats():
+    """(pid, fields of /proc/<pid>/stat after the command name) for every visible process."""
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -333,9 +324,17 @@ def _proc_table():
         except OSError:
             continue
         fields = raw[raw.rfind(b")") + 2 :].split()
+        if len(fields) > 3:
+            yield int(name), fields
+
+
+def _proc_table():
+    """pid -> (ppid, pgid, sid) for every visible process."""
+    table = {}
+    for pid, fields in _proc_stats():
         try:
-            table[int(name)] = (int(fields[1]), int(fields[2]), int(fields[3]))
-        except (IndexError, ValueError):
+            table[pid] = (int(fields[1]), int(fields[2]), int(fields[3]))
+        except ValueError:
             continue
     return table
 
