@@ -16,7 +16,7 @@ def test_help_lists_subcommands() -> None:
         text=True,
         check=True,
     ).stdout
-    for name in ("gc", "bench", "build-images", "shell"):
+    for name in ("gc", "bench", "build-images", "run", "show", "demo", "swe", "shell"):
         assert name in out
 
 
