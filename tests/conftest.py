@@ -111,13 +111,45 @@ async def local_sandbox() -> AsyncIterator[LocalSandbox]:
         yield sandbox
 
 
-@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.docker)])
+@pytest.fixture(scope="session")
+def kube_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The wire-level Kubernetes API double (tests/k8s_double.py), backed by Docker."""
+    from tests.k8s_double import KubeDouble
+
+    with KubeDouble() as double:
+        double.kubeconfig_path = double.kubeconfig(tmp_path_factory.mktemp("kube"))
+        yield double
+
+
+def kube_config(double: Any, **kwargs: Any) -> Any:
+    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
+
+    values: dict[str, Any] = {
+        "image": SANDBOX_IMAGE,
+        "run_id": TEST_RUN_ID,
+        "memory": "512Mi",
+        "kubeconfig": str(double.kubeconfig_path),
+        "startup_timeout": 30,
+    }
+    values.update(kwargs)
+    return KubernetesSandboxConfig(**values)
+
+
+@pytest.fixture(
+    params=[
+        "local",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("kubernetes", marks=pytest.mark.docker),
+    ]
+)
 async def sandbox(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    """The same behaviour test against both backends."""
+    """The same behaviour tests against every backend (Kubernetes through the API double)."""
     if request.param == "local":
         cm: Any = LocalSandboxConfig().build()
-    else:
+    elif request.param == "docker":
         cm = docker_config().build()
+    else:
+        cm = kube_config(request.getfixturevalue("kube_double")).build()
     async with cm:
         yield cm
 

@@ -27,6 +27,7 @@ from orchestrator.sandbox.base import (
 BACKENDS: dict[str, str] = {
     "docker": "orchestrator.sandbox.docker:DockerSandboxConfig",
     "local": "orchestrator.sandbox.local:LocalSandboxConfig",
+    "kubernetes": "orchestrator.sandbox.kubernetes:KubernetesSandboxConfig",
 }
 
 

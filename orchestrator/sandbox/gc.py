@@ -35,7 +35,7 @@ class Reaped:
     removed: bool
 
 
-def _orchestrator_alive(labels: dict[str, str]) -> bool:
+def orchestrator_alive(labels: dict[str, str]) -> bool:
     if labels.get(LABEL_HOST) != socket.gethostname():
         return True  # another machine's orchestrator: only expiry applies
     try:
@@ -63,7 +63,7 @@ def garbage_reason(
             return "expired"
     except ValueError:
         return "unreadable expiry label"
-    if not _orchestrator_alive(labels):
+    if not orchestrator_alive(labels):
         return "orphaned: its orchestrator process is gone"
     return None
 
