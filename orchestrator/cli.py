@@ -20,6 +20,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
+    if args.kubernetes:
+        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig, reap_kubernetes
+
+        config = KubernetesSandboxConfig(
+            namespace=args.namespace, kubeconfig=args.kubeconfig, in_cluster=args.in_cluster
+        )
+        pods = reap_kubernetes(config, run_id=args.run, everything=args.all, dry_run=args.dry_run)
+        for name, reason in pods:
+            print(f"{'would delete' if args.dry_run else 'deleted'} pod {name}: {reason}")
+        print(f"reaped={0 if args.dry_run else len(pods)} found={len(pods)}")
+        return 0
     from orchestrator.sandbox.gc import reap_docker
 
     reaped = reap_docker(
@@ -386,7 +397,11 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--agent", help="agent type: react, tool, coding, or module:Class")
     run.add_argument("--tool-format", choices=["auto", "react", "json", "native"])
-    run.add_argument("--backend", choices=["docker", "local", "none"], help="sandbox backend")
+    run.add_argument(
+        "--backend",
+        choices=["docker", "kubernetes", "kodo", "local", "none"],
+        help="sandbox backend",
+    )
     run.add_argument("--image", help="sandbox image (docker)")
     run.add_argument("--provider", choices=["openai", "anthropic"])
     run.add_argument("--model", help="model name")
@@ -498,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--run", metavar="RUN_ID", help="remove the sandboxes of one run")
     gc.add_argument("--dry-run", action="store_true", help="list, do not remove")
     gc.add_argument("--docker-host", help="daemon URL (default: DOCKER_HOST or the local socket)")
+    gc.add_argument("--kubernetes", action="store_true", help="reap sandbox pods instead")
+    gc.add_argument("--namespace", default="agentic-rollout", help="with --kubernetes")
+    gc.add_argument("--kubeconfig", help="with --kubernetes (default: KUBECONFIG / ~/.kube/config)")
+    gc.add_argument(
+        "--in-cluster", action="store_true", help="with --kubernetes, from inside a pod"
+    )
     gc.set_defaults(func=_cmd_gc)
 
     bench = sub.add_parser(

@@ -169,3 +169,47 @@ async def test_reaper_deletes_orphaned_pods(kube_double: Any) -> None:
     finally:
         await orphan.close()
         await alive.close()
+
+
+@pytest.mark.docker
+async def test_runner_on_kubernetes(kube_double: Any, tmp_path: Any) -> None:
+    from orchestrator.config import AgenticRolloutConfig
+    from orchestrator.runner import AgenticRollout
+    from orchestrator.testing import ScriptedLLM, tool_call
+
+    sandbox = kube_config(kube_double).model_dump()
+    config = AgenticRolloutConfig(
+        agent_type="tool", sandbox=sandbox, trajectory_save_path=str(tmp_path / "t.jsonl")
+    )
+    llm = ScriptedLLM.by_prompt(
+        {f"pod job {i}": [tool_call("bash", {"command": "hostname"}), "done"] for i in range(3)}
+    )
+    summary = await AgenticRollout(config, llm_client=llm).run([f"pod job {i}" for i in range(3)])
+    assert [t.status.value for t in summary.trajectories] == ["completed"] * 3
+    assert len({t.metadata["sandbox"] for t in summary.trajectories}) == 3
+    assert not [k for k in kube_double.pods if k[0] == "agentic-rollout"]
+
+
+@pytest.mark.docker
+def test_gc_kubernetes_cli(kube_double: Any) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "gc",
+            "--kubernetes",
+            "--dry-run",
+            "--kubeconfig",
+            str(kube_double.kubeconfig_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("reaped=0 found=")

@@ -28,6 +28,7 @@ BACKENDS: dict[str, str] = {
     "docker": "orchestrator.sandbox.docker:DockerSandboxConfig",
     "local": "orchestrator.sandbox.local:LocalSandboxConfig",
     "kubernetes": "orchestrator.sandbox.kubernetes:KubernetesSandboxConfig",
+    "kodo": "orchestrator.sandbox.kodo:KodoSandboxConfig",
 }
 
 

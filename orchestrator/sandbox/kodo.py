@@ -1,0 +1,142 @@
+"""kodo backend: kodo (github.com/baidubce/kodo) starts and stops the container or pod, our agent
+runs the commands (over a Docker exec socket or the Kubernetes exec websocket).
+
+kodo is not on PyPI; this backend is usable when ``import kodo`` works and says how to install
+it otherwise. Used through kodo's documented surface only: ``ContainerRunner(backend=...,
+namespace=..., kubeconfig_path=...)``, ``start_container(image, name=..., environment=...,
+node_selector=...)``, ``stop_container(name)``, ``cleanup()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import uuid
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.exceptions import ConfigError, SandboxStartError
+from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.transport import DockerAttachTransport, Transport
+
+INSTALL_HINT = (
+    "the kodo backend needs the kodo package, which is not on PyPI: "
+    "pip install git+https://github.com/baidubce/kodo.git (or use backend 'docker' / 'kubernetes')"
+)
+
+
+def load_kodo() -> Any:
+    try:
+        return importlib.import_module("kodo")
+    except ImportError as exc:
+        raise ConfigError(f"{INSTALL_HINT} ({exc})") from None
+
+
+class KodoSandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["kodo"] = "kodo"
+    image: str = "agentic-rollout/sandbox:latest"
+    backend: Literal["docker", "kubernetes"] = "docker"
+    namespace: str = "default"
+    kubeconfig_path: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    python: str = "python3"
+    startup_timeout: float = Field(300.0, gt=0)
+    name_prefix: str = "agentic-kodo"
+
+    def build(self, **overrides: Any) -> KodoSandbox:
+        load_kodo()  # fail at build time, with the install hint, if kodo is absent
+        return KodoSandbox(self.model_copy(update=overrides) if overrides else self)
+
+
+class KodoSandbox(Sandbox):
+    backend: ClassVar[str] = "kodo"
+
+    def __init__(self, config: KodoSandboxConfig) -> None:
+        super().__init__(
+            name=f"{config.name_prefix}-{uuid.uuid4().hex[:10]}",
+            startup_timeout=config.startup_timeout,
+        )
+        self.config = config
+        self._runner: Any = None
+        self._started = False
+        self._docker: Any = None
+        self._exec_sock: Any = None
+        self._k8s: Any = None
+
+    def describe(self) -> str:
+        return f"kodo ({self.config.backend}) sandbox {self.name} (image {self.config.image})"
+
+    async def _open(self) -> Transport:
+        kodo = load_kodo()
+
+        def start() -> None:
+            kwargs: dict[str, Any] = {
+                "backend": self.config.backend,
+                "namespace": self.config.namespace,
+            }
+            if self.config.kubeconfig_path:
+                kwargs["kubeconfig_path"] = self.config.kubeconfig_path
+            self._runner = kodo.ContainerRunner(**kwargs)
+            try:
+                self._runner.start_container(
+                    self.config.image,
+                    name=self.name,
+                    environment=self.config.env,
+                    node_selector=self.config.node_selector or None,
+                )
+            except Exception as exc:
+                raise SandboxStartError(
+                    f"{self.describe()}: kodo could not start it: {exc}"
+                ) from exc
+            self._started = True
+
+        await asyncio.to_thread(start)
+        if self.config.backend == "docker":
+            sock = await asyncio.to_thread(self._docker_exec)
+            return await DockerAttachTransport.from_socket(sock)
+        return await self._kubernetes_exec()
+
+    def _docker_exec(self) -> Any:
+        from orchestrator.sandbox.docker import docker_api
+
+        self._docker = api = docker_api()
+        exec_id = api.exec_create(
+            self.name, agent_command(self.config.python), stdin=True, stdout=True, stderr=True
+        )["Id"]
+        self._exec_sock = api.exec_start(exec_id, socket=True)
+        return self._exec_sock._sock
+
+    async def _kubernetes_exec(self) -> Transport:
+        from orchestrator.sandbox.kubernetes import (
+            KubernetesSandbox,
+            KubernetesSandboxConfig,
+            _ExecTransport,
+        )
+
+        pod = KubernetesSandbox(
+            KubernetesSandboxConfig(
+                namespace=self.config.namespace,
+                kubeconfig=self.config.kubeconfig_path,
+                python=self.config.python,
+            )
+        )
+        pod.name = self.name
+        self._k8s = pod
+        await asyncio.to_thread(pod._wait_running)
+        ws = await asyncio.to_thread(pod._exec_agent)
+        return _ExecTransport(ws, asyncio.get_running_loop())
+
+    async def _teardown(self) -> None:
+        def stop() -> None:
+            if self._exec_sock is not None:
+                self._exec_sock.close()
+            if self._docker is not None:
+                self._docker.close()
+            if self._runner is not None and self._started:
+                self._runner.stop_container(self.name)
+
+        await asyncio.to_thread(stop)
