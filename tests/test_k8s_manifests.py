@@ -53,3 +53,15 @@ def test_kustomization_lists_existing_files_and_rbac_is_least_privilege() -> Non
     policy = next(d for n, d in documents() if d["kind"] == "NetworkPolicy")
     assert policy["spec"]["ingress"] == [] and policy["spec"]["egress"] == []
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+def test_namespace_policy_admits_the_default_sandbox_pod() -> None:
+    """restricted would reject a root pod: the namespace must not enforce it while the default is root."""
+    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
+
+    ns = yaml.safe_load((K8S / "namespace.yaml").read_text())
+    level = ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+    pod = KubernetesSandboxConfig().pod_manifest("p")
+    if not pod["spec"]["securityContext"].get("runAsNonRoot"):
+        assert level != "restricted"
+    assert level in ("baseline", "restricted")
