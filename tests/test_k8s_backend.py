@@ -60,6 +60,29 @@ def test_pod_manifest_options_are_valid() -> None:
     assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
 
 
+def test_pod_template_is_merged_and_still_valid() -> None:
+    cfg = KubernetesSandboxConfig(
+        pod_template={
+            "spec": {
+                "priorityClassName": "rl-rollouts",
+                "containers": [{"name": "sandbox", "image": "x:1"}],
+            },
+            "metadata": {"labels": {"team": "rl"}},
+        }
+    )
+    pod = cfg.pod_manifest("agentic-z")
+    kubernetes_validate.validate(pod, VERSION, strict=True)
+    assert (
+        pod["spec"]["priorityClassName"] == "rl-rollouts"
+        and pod["spec"]["restartPolicy"] == "Never"
+    )
+    assert (
+        pod["metadata"]["labels"]["team"] == "rl"
+        and pod["metadata"]["labels"]["agentic-rollout.managed"] == "1"
+    )
+    assert pod["spec"]["containers"] == [{"name": "sandbox", "image": "x:1"}]  # lists are replaced
+
+
 def test_backend_is_chosen_by_name() -> None:
     assert isinstance(sandbox_config(type="kubernetes"), KubernetesSandboxConfig)
     with pytest.raises(ConfigError, match="invalid kubernetes sandbox config"):

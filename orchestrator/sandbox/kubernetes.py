@@ -78,6 +78,9 @@ class KubernetesSandboxConfig(BaseModel):
     keepalive: list[str] = Field(default_factory=lambda: ["sleep", "infinity"])
     create_retries: int = Field(5, ge=1)
     name_prefix: str = "agentic"
+    #: merged over the generated Pod (dicts deep, everything else replaced): any field the options
+    #: above do not cover, e.g. {"spec": {"priorityClassName": "rl"}}
+    pod_template: dict[str, Any] = Field(default_factory=dict)
 
     def build(self, **overrides: Any) -> KubernetesSandbox:
         return KubernetesSandbox(self.model_copy(update=overrides) if overrides else self)
@@ -141,7 +144,7 @@ class KubernetesSandboxConfig(BaseModel):
             spec["imagePullSecrets"] = [{"name": s} for s in self.image_pull_secrets]
         if self.runtime_class:
             spec["runtimeClassName"] = self.runtime_class
-        return {
+        pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
@@ -152,6 +155,17 @@ class KubernetesSandboxConfig(BaseModel):
             },
             "spec": spec,
         }
+        return _deep_merge(pod, self.pod_template)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _label_value(value: str) -> str:
