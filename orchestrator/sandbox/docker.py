@@ -2,7 +2,8 @@
 
 Lifecycle (all blocking SDK calls run in threads): create the container with safe defaults
 (network none, cap_drop ALL, no-new-privileges, memory/cpu/pids limits, labels for the
-reaper) running ``python3 -c BOOTSTRAP`` as its PID 1 (the agent reaps orphans as init); attach to its stdin/stdout; start it;
+reaper) running ``python3 -c BOOTSTRAP`` as its PID 1 (the agent reaps orphans as init);
+attach to its stdin/stdout; start it;
 stream the agent's source in over that same socket (any image with python3 works: no rebuild,
 no network, no put_archive); wait for its ping. No ``docker exec`` is involved: an exec costs
 ~50 ms on its own, the container's own stream is free. With StdinOnce the agent sees EOF when
