@@ -148,6 +148,8 @@ class KubeDouble:
             kwargs["nano_cpus"] = _cpu(limits["cpu"])
         if pod_security.get("runAsUser") is not None:
             kwargs["user"] = str(pod_security["runAsUser"])
+        if spec.get("hostNetwork"):  # for the direct-TCP test: the pod IP is then 127.0.0.1
+            kwargs["network_mode"] = "host"
         kwargs.pop("detach")
         try:
             # create + start, never run(): run() pulls a missing image, i.e. talks to a registry
@@ -183,6 +185,7 @@ class KubeDouble:
             if state["Running"]:
                 pod["status"] = {
                     "phase": "Running",
+                    **({"podIP": "127.0.0.1"} if pod["spec"].get("hostNetwork") else {}),
                     "containerStatuses": [
                         {
                             **base,

@@ -236,3 +236,31 @@ def test_gc_kubernetes_cli(kube_double: Any) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("reaped=0 found=")
+
+
+@pytest.mark.docker
+async def test_direct_tcp_to_the_pod_ip(kube_double: Any) -> None:
+    """connect=tcp: bootstrapped over exec, then the RPC goes straight to the pod (here a
+    host-network pod whose IP is 127.0.0.1; the agent listens on loopback only)."""
+    from orchestrator.local_llm import free_port
+
+    port = free_port()
+    cfg = kube_config(
+        kube_double,
+        connect="tcp",
+        tcp_port=port,
+        tcp_listen_host="127.0.0.1",
+        pod_template={"spec": {"hostNetwork": True}},
+    )
+    before = len(kube_double.requests)
+    async with cfg.build() as sb:
+        assert (await sb.run("cd /tmp && export A=1")).ok
+        assert (await sb.run("echo $A $(pwd)")).output == "1 /tmp\n"
+        await sb.write_file("/tmp/t", "x")
+        assert await sb.read_file("/tmp/t") == b"x"
+        exec_calls = [p for m, p in kube_double.requests[before:] if p.endswith("/exec")]
+        calls_after_start = len(kube_double.requests)
+        for _ in range(10):
+            await sb.run("true")
+        assert len(kube_double.requests) == calls_after_start  # nothing through the API server
+    assert len(exec_calls) == 1

@@ -51,3 +51,22 @@ async def test_kodo_lifecycle_with_our_agent(kodo_on_path: None) -> None:
     client = docker.from_env()
     assert client.containers.list(all=True, filters={"name": name}) == []  # kodo stopped it
     client.close()
+
+
+@pytest.mark.docker
+async def test_kodo_on_kubernetes_with_our_exec_stream(
+    kodo_on_path: None, kube_double: object
+) -> None:
+    kubeconfig = str(kube_double.kubeconfig_path)  # type: ignore[attr-defined]
+    sandbox = sandbox_config(
+        type="kodo",
+        backend="kubernetes",
+        namespace="agentic-rollout",
+        kubeconfig_path=kubeconfig,
+        image=SANDBOX_IMAGE,
+        env={"VIA": "kodo-k8s"},
+    ).build()
+    async with sandbox:
+        assert (await sandbox.run("echo $VIA")).output == "kodo-k8s\n"
+        name = sandbox.name
+    assert ("agentic-rollout", name) not in kube_double.pods  # type: ignore[attr-defined]

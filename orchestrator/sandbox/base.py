@@ -163,6 +163,8 @@ class Sandbox(abc.ABC):
         self.startup_timeout = startup_timeout
         self._rpc: RpcClient | None = None
         self._closed = False
+        #: set by a backend whose _open() streamed the agent in itself (Kubernetes direct TCP)
+        self.agent_injected = False
         #: seconds from start() to the agent answering its first ping
         self.ready_seconds: float | None = None
 
@@ -187,7 +189,8 @@ class Sandbox(abc.ABC):
         t0 = loop.time()
         try:
             transport = await self._open()
-            await transport.write(b"".join(agent_payload()))
+            if not self.agent_injected:  # else the backend already streamed it in elsewhere
+                await transport.write(b"".join(agent_payload()))
             self._rpc = RpcClient(transport, name=self.name, diagnose=self._diagnose)
             self._rpc.start()
             remaining = max(1.0, self.startup_timeout - (loop.time() - t0))

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.exceptions import SandboxError, SandboxStartError
-from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.base import Sandbox, agent_command, agent_payload
 from orchestrator.sandbox.docker import (
     LABEL_EXPIRES,
     LABEL_HOST,
@@ -78,6 +78,11 @@ class KubernetesSandboxConfig(BaseModel):
     keepalive: list[str] = Field(default_factory=lambda: ["sleep", "infinity"])
     create_retries: int = Field(5, ge=1)
     name_prefix: str = "agentic"
+    #: "exec": the RPC runs over the exec websocket (through the API server); "tcp": the agent is
+    #: bootstrapped over exec, then listens on tcp_port and we connect to the pod IP directly
+    connect: Literal["exec", "tcp"] = "exec"
+    tcp_port: int = Field(7777, gt=0, lt=65536)
+    tcp_listen_host: str = Field("0.0.0.0", description="where the agent listens inside the pod")
     #: merged over the generated Pod (dicts deep, everything else replaced): any field the options
     #: above do not cover, e.g. {"spec": {"priorityClassName": "rl"}}
     pod_template: dict[str, Any] = Field(default_factory=dict)
@@ -267,8 +272,55 @@ class KubernetesSandbox(Sandbox):
     async def _open(self) -> Any:
         await asyncio.to_thread(self._create_pod)
         await asyncio.to_thread(self._wait_running)
+        if self.config.connect == "tcp":
+            return await self._open_tcp()
         ws = await asyncio.to_thread(self._exec_agent)
         return _ExecTransport(ws, asyncio.get_running_loop())
+
+    async def _open_tcp(self) -> Any:
+        """Bootstrap over exec, wait for the agent to listen, then connect to the pod IP."""
+        from orchestrator.sandbox.transport import StreamTransport
+
+        address = f"{self.config.tcp_listen_host}:{self.config.tcp_port}"
+        ws = await asyncio.to_thread(self._exec_agent, ["--listen", address])
+        try:
+            await asyncio.to_thread(ws.write_stdin, b"".join(agent_payload()))
+            self.agent_injected = True
+            await asyncio.to_thread(self._wait_listening, ws)
+        finally:
+            await asyncio.to_thread(ws.close)  # the agent goes on serving TCP
+        pod = await asyncio.to_thread(
+            self._core_api().read_namespaced_pod, self.name, self.config.namespace
+        )
+        ip = pod.status.pod_ip if pod.status else None
+        if not ip:
+            raise SandboxStartError(f"{self.describe()}: pod has no IP for a direct TCP connection")
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    ip, self.config.tcp_port, limit=1 << 22
+                )
+                return StreamTransport(reader, writer)
+            except OSError as exc:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise SandboxStartError(
+                        f"{self.describe()}: cannot connect to {ip}:{self.config.tcp_port}: {exc}"
+                    ) from exc
+                await asyncio.sleep(0.1)
+
+    def _wait_listening(self, ws: Any) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout
+        seen = b""
+        while b"listening" not in seen:
+            if time.monotonic() > deadline or not ws.is_open():
+                raise SandboxStartError(
+                    f"{self.describe()}: the agent did not start listening: {seen[-300:]!r} "
+                    f"{ws.read_stderr(timeout=0) if ws.is_open() else ''!r}"
+                )
+            ws.update(timeout=0.2)
+            if ws.peek_stdout():
+                seen += ws.read_stdout(timeout=0)
 
     def _core_api(self) -> Any:
         if self._core is None:
@@ -382,7 +434,7 @@ class KubernetesSandbox(Sandbox):
         lines = [f"{e.reason}: {e.message}" for e in (events.items or [])][-5:]
         return "events: " + ("; ".join(lines) if lines else "none")
 
-    def _exec_agent(self) -> Any:
+    def _exec_agent(self, extra_args: list[str] | None = None) -> Any:
         from kubernetes.client.exceptions import ApiException
         from kubernetes.stream import stream
 
@@ -391,7 +443,7 @@ class KubernetesSandbox(Sandbox):
                 self._core_api().connect_get_namespaced_pod_exec,
                 self.name,
                 self.config.namespace,
-                command=agent_command(self.config.python),
+                command=agent_command(self.config.python) + list(extra_args or []),
                 container="sandbox",
                 stdin=True,
                 stdout=True,

@@ -816,7 +816,6 @@ class Agent(object):
                 continue
             if line.strip():
                 self.handle_frame(line)
-        self.close()
 
     def handle_frame(self, line):
         try:
@@ -1564,11 +1563,41 @@ def main(argv=None):
     if os.getpid() == 1:
         # we are the container's init: orphans are ours to reap, and `kill -9 -1` cannot reach us
         threading.Thread(target=reap_orphans_forever, name="agentic-reaper", daemon=True).start()
+    args = sys.argv if argv is None else argv
     try:
-        agent.serve()
+        if "--listen" in args:
+            serve_tcp(agent, args[args.index("--listen") + 1], out_fd)
+        else:
+            agent.serve()
     finally:
         agent.close()
     return 0
+
+
+def serve_tcp(agent, address, announce_fd):
+    """Direct TCP mode (clusters where the API server must not carry the traffic).
+
+    Bootstrapped over the exec stream as usual; then says ``listening`` there and serves TCP
+    connections one at a time. Sessions and the at-most-once request ids survive a reconnect.
+    """
+    import socket
+
+    host, _, port = address.rpartition(":")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    server.listen(4)
+    os.write(announce_fd, (json_dumps({"id": None, "listening": address}) + "\n").encode())
+    while True:
+        conn, _peer = server.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        agent.in_fd = os.dup(conn.fileno())
+        agent.out_fd = conn.fileno()
+        try:
+            agent.serve()
+        finally:
+            conn.close()
 
 
 if __name__ == "__main__":
