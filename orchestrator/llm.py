@@ -18,8 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -448,12 +447,3 @@ def make_client(
     if provider == "anthropic":
         return AnthropicClient(model, base_url=base_url, api_key=api_key, timeout=timeout)
     raise ConfigError(f"unknown LLM provider {provider!r}; use 'openai' or 'anthropic'")
-
-
-TimedCall = Callable[[], Awaitable[LLMResponse]]
-
-
-async def timed(call: TimedCall) -> tuple[LLMResponse, float]:
-    t0 = time.perf_counter()
-    response = await call()
-    return response, time.perf_counter() - t0

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,8 +265,3 @@ class _SeedAgent:
             task = task.model_copy(update={"id": request_id})
         llm = CallableClient(llm_generate_func) if llm_generate_func is not None else None
         return await self._rollout.run_one(task, llm=llm)
-
-
-def run_sync(rollout: AgenticRollout, tasks: Sequence[Task | dict[str, Any] | str]) -> RunSummary:
-    """Blocking helper for scripts and notebooks without a running loop."""
-    return asyncio.run(rollout.run(tasks))

@@ -149,12 +149,7 @@ class _Lazy(object):
 
 subprocess = _Lazy("subprocess")
 re = _Lazy("re")
-
-
-def _b64():
-    import base64  # lazy: keeps agent start-up and idle memory small
-
-    return base64
+base64 = _Lazy("base64")
 
 
 def invalid_params(message):
@@ -781,18 +776,7 @@ class Agent(object):
     # ---- transport
 
     def send(self, obj):
-        data = (json_dumps(obj) + "\n").encode("utf-8")
-        with self.write_lock:
-            view = memoryview(data)
-            while view:
-                try:
-                    n = os.write(self.out_fd, view)
-                except InterruptedError:
-                    continue
-                except OSError:
-                    return data  # host went away; the read loop will see EOF
-                view = view[n:]
-        return data
+        self._write_raw(self._encode(obj))
 
     def serve(self):
         reader = os.fdopen(self.in_fd, "rb", buffering=1 << 16)
@@ -902,16 +886,17 @@ class Agent(object):
         return (json_dumps(obj) + "\n").encode("utf-8")
 
     def _write_raw(self, data):
+        """Write a whole frame: a short write (a socket in TCP mode) must not cut it."""
         with self.write_lock:
-            try:
-                os.write(self.out_fd, data) if len(data) < 65536 else self._write_all(data)
-            except OSError:
-                pass
-
-    def _write_all(self, data):
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.out_fd, view) :]
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self.out_fd, view)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    return  # host went away; the read loop will see EOF
+                view = view[n:]
 
     # ---- workers
 
@@ -1150,7 +1135,7 @@ class Agent(object):
             f.seek(offset)
             data = f.read(length)
         return {
-            "data": _b64().b64encode(data).decode("ascii"),
+            "data": base64.b64encode(data).decode("ascii"),
             "size": size,
             "offset": offset,
             "eof": offset + len(data) >= size,
@@ -1162,7 +1147,7 @@ class Agent(object):
         if not isinstance(data, str):
             raise invalid_params("parameter 'data' must be a base64 string")
         try:
-            raw = _b64().b64decode(data.encode("ascii"), validate=True)
+            raw = base64.b64decode(data.encode("ascii"), validate=True)
         except (ValueError, UnicodeEncodeError):
             raise invalid_params("parameter 'data' is not valid base64")
         mode = _param(params, "mode", int, None)
@@ -1426,7 +1411,7 @@ class Agent(object):
             q.put(b"")
             return
         try:
-            q.put(_b64().b64decode(msg.get("chunk", "")))
+            q.put(base64.b64decode(msg.get("chunk", "")))
         except (ValueError, TypeError):
             q.put(None)
 
@@ -1456,7 +1441,7 @@ class _ChunkSink(object):
     def _emit(self, data):
         self.total += len(data)
         self.count += 1
-        self.agent.send({"id": self.rid, "chunk": _b64().b64encode(data).decode("ascii")})
+        self.agent.send({"id": self.rid, "chunk": base64.b64encode(data).decode("ascii")})
 
     def tell(self):
         return self.total + len(self.buf)
