@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.exceptions import ConfigError, LLMError, SandboxError
+from orchestrator.exceptions import ConfigError, LLMError, SandboxError, TokenBudgetExceeded
 from orchestrator.llm import LLMClient, LLMResponse, RetryPolicy, generate_with_retries
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.tasks import Task
@@ -49,7 +49,9 @@ class AgentConfig(BaseModel):
     system_prompt: str | None = None
     #: how tool calls are written: the agent's default ("auto"), ReAct text, schema-constrained
     #: JSON (small local models), or native function calling
-    tool_format: Literal["auto", "react", "json", "native"] = "auto"
+    #: ``hermes``: ``<tool_call>{"name", "arguments"}</tool_call>`` in the text (Qwen, Hermes,
+    #: most open models' chat templates; the VERL agent loop's default)
+    tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
 
 
@@ -122,13 +124,15 @@ class BaseAgent:
 
     def tool_format(self, llm: LLMClient) -> ToolFormat:
         """The configured format, else the agent's default (:meth:`default_tool_format`)."""
-        from agents.formats import JsonFormat, NativeFormat, ReActFormat
+        from agents.formats import HermesFormat, JsonFormat, NativeFormat, ReActFormat
 
         choice = self.config.tool_format
         if choice == "react":
             return ReActFormat()
         if choice == "json":
             return JsonFormat()
+        if choice == "hermes":
+            return HermesFormat()
         if choice == "native":
             if not getattr(llm, "supports_tools", False):
                 raise ConfigError(
@@ -251,6 +255,9 @@ class BaseAgent:
             else:
                 if traj.status == TrajectoryStatus.RUNNING:
                     traj.finish(TrajectoryStatus.MAX_STEPS)
+        except TokenBudgetExceeded as exc:  # the token budget is spent: the normal RL end
+            traj.metadata["truncated"] = str(exc)
+            traj.finish(TrajectoryStatus.TRUNCATED)
         except (LLMError, SandboxError) as exc:  # infrastructure: record and end this trajectory
             traj.add_error(exc)
             traj.finish(TrajectoryStatus.ERROR)

@@ -288,3 +288,105 @@ class JsonFormat(ReActFormat):
 
     def stop(self) -> list[str] | None:
         return None
+
+
+_TOOL_CALL_BLOCK = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.S)
+
+
+class HermesFormat:
+    """Tool calls as ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` inside the
+    reply text (Hermes / Qwen / most open models' chat templates), results as ``tool`` messages.
+
+    This is the format of token-level rollouts (the VERL agent loop): the text the model wrote
+    is kept verbatim as the assistant message, so the tokens trained on are the tokens sampled.
+    A reply without a tool call is the final answer.
+    """
+
+    native = False
+
+    def instructions(self, tools: ToolRegistry) -> str:
+        specs = "\n".join(
+            json.dumps(schema, ensure_ascii=False) for schema in tools.openai_schemas()
+        )
+        return (
+            "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+            "You are provided with function signatures within <tools></tools> XML tags:\n"
+            f"<tools>\n{specs}\n</tools>\n\n"
+            "For each function call, return a json object with function name and arguments "
+            "within <tool_call></tool_call> XML tags:\n<tool_call>\n"
+            '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n\n'
+            "When you are done, reply with your final answer and no tool call."
+        )
+
+    def parse(self, response: LLMResponse, tools: ToolRegistry) -> Decision:
+        text = response.content or ""
+        blocks = list(_TOOL_CALL_BLOCK.finditer(text))
+        if not blocks:
+            if not text.strip():
+                return Decision(
+                    format_error="Your reply was empty: call a tool or give your final answer."
+                )
+            return Decision(final_answer=text.strip())
+        thought = text[: blocks[0].start()].strip()
+        calls = []
+        for i, match in enumerate(blocks):
+            calls.append(self._call(match, i, tools, cut=response.finish_reason == "length"))
+        return Decision(thought=thought, calls=calls)
+
+    def _call(
+        self, match: re.Match[str], index: int, tools: ToolRegistry, *, cut: bool
+    ) -> ParsedCall:
+        raw = match.group(1).strip()
+        call_id = f"call_{index}"
+        closed = match.group(0).endswith("</tool_call>")
+        try:
+            data = json.loads(_strip_fence(raw))
+        except json.JSONDecodeError as exc:
+            why = (
+                "it is cut off by the token limit"
+                if cut and not closed
+                else (f"it is not valid JSON ({exc.msg} at position {exc.pos})")
+            )
+            return ParsedCall(
+                name="?",
+                arguments=None,
+                raw_arguments=raw,
+                id=call_id,
+                error=f"Tool call {index + 1} could not be read: {why}. Write "
+                '<tool_call>{"name": "<tool>", "arguments": {...}}</tool_call>.',
+            )
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return ParsedCall(
+                name="?",
+                arguments=None,
+                raw_arguments=raw,
+                id=call_id,
+                error=f'Tool call {index + 1} must be a JSON object with a string "name" and an '
+                '"arguments" object.',
+            )
+        arguments = data.get("arguments", data.get("parameters", {}))
+        raw_args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        args, error = parse_arguments(data["name"], raw_args, tools)
+        return ParsedCall(
+            name=data["name"], arguments=args, raw_arguments=raw_args, id=call_id, error=error
+        )
+
+    def assistant_message(self, response: LLMResponse) -> dict[str, Any]:
+        return {"role": "assistant", "content": response.content or ""}
+
+    def observation_messages(
+        self, decision: Decision, results: list[ToolResult], texts: list[str]
+    ) -> list[dict[str, Any]]:
+        out = [{"role": "tool", "content": text} for text in texts]
+        # calls after a terminating one were not run; every call still gets an answer
+        out += [
+            {"role": "tool", "content": "Not run: the task ended with an earlier call."}
+            for _ in decision.calls[len(texts) :]
+        ]
+        return out
+
+    def format_error_message(self, error: str) -> dict[str, Any]:
+        return {"role": "user", "content": error}
+
+    def stop(self) -> list[str] | None:
+        return None

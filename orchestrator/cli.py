@@ -396,7 +396,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         help="override a config field (dotted keys: llm.model=gpt-4o); repeatable",
     )
     run.add_argument("--agent", help="agent type: react, tool, coding, or module:Class")
-    run.add_argument("--tool-format", choices=["auto", "react", "json", "native"])
+    run.add_argument("--tool-format", choices=["auto", "react", "json", "native", "hermes"])
     run.add_argument(
         "--backend",
         choices=["docker", "kubernetes", "kodo", "local", "none"],

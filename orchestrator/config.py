@@ -66,8 +66,8 @@ class AgenticRolloutConfig(BaseModel):
     max_consecutive_format_errors: int = Field(3, ge=1)
     system_prompt: str | None = None
     #: "auto" (the agent's default), "react", "json" (schema-constrained, for small local
-    #: models) or "native" (function calling)
-    tool_format: Literal["auto", "react", "json", "native"] = "auto"
+    #: models), "native" (function calling) or "hermes" (<tool_call> tags in the text)
+    tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
 
     @classmethod
     def load(

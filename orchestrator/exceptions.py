@@ -92,6 +92,16 @@ class LLMResponseError(LLMRetryableError):
     """The endpoint answered with something that is not a completion (garbage, no choices)."""
 
 
+class TokenBudgetExceeded(LLMError):
+    """The trajectory used its whole token budget (VERL's ``response_length``): it ends as
+    ``truncated``; retrying cannot help."""
+
+
+class TokenizationError(AgenticRolloutError):
+    """Messages cannot be turned into tokens consistently (a chat template that rewrites
+    earlier turns, a tokenizer without a chat template)."""
+
+
 class SandboxError(AgenticRolloutError):
     """Something went wrong with a sandbox."""
 

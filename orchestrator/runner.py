@@ -77,6 +77,7 @@ class AgenticRollout:
         self,
         config: AgenticRolloutConfig | None = None,
         llm_generate_func: Callable[..., Any] | None = None,
+        tokenizer: Any = None,
         *,
         llm_client: LLMClient | None = None,
         tools: ToolRegistry | None = None,
@@ -91,6 +92,8 @@ class AgenticRollout:
         self._llm: LLMClient | None = llm_client or (
             CallableClient(llm_generate_func) if llm_generate_func is not None else None
         )
+        #: a Hugging Face tokenizer: needed by generate_sequences (VERL) to tokenize trajectories
+        self.tokenizer = tokenizer
         self.run_id = uuid.uuid4().hex[:12]
         self._agent = agent or make_agent(self.config.agent_type, self.config.agent_config())
         base = tools
@@ -156,6 +159,14 @@ class AgenticRollout:
                 results[traj.request_id] = traj
         summary.trajectories = [results[t.id] for t in todo]
         return summary
+
+    async def generate_sequences(self, prompts: Any) -> Any:
+        """VERL: one trajectory per row of a ``DataProto``, returned as a ``DataProto`` with the
+        rollout keys (needs the ``verl`` extra and a tokenizer; see
+        :func:`orchestrator.verl_integration.generate_sequences`)."""
+        from orchestrator.verl_integration import generate_sequences
+
+        return await generate_sequences(self, prompts)
 
     async def run_batch(self, tasks: Iterable[Task | dict[str, Any] | str]) -> list[Trajectory]:
         return (await self.run(tasks)).trajectories

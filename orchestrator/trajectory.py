@@ -34,6 +34,8 @@ class TrajectoryStatus(str, Enum):
     MAX_STEPS = "max_steps"
     ERROR = "error"
     TIMEOUT = "timeout"
+    #: the token budget ran out (VERL ``response_length``): a normal end for RL, not a failure
+    TRUNCATED = "truncated"
 
 
 class TokenUsage(BaseModel):

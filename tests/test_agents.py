@@ -298,3 +298,53 @@ def test_agent_registry() -> None:
         get_agent_class("nope")
     with pytest.raises(ConfigError, match="is not a BaseAgent subclass"):
         get_agent_class("orchestrator.tasks:Task")
+
+
+# ---- hermes: <tool_call> tags in the text (token-level rollouts)
+
+
+def test_hermes_format_reads_calls_thought_answers_and_bad_calls() -> None:
+    from agents.formats import HermesFormat
+    from orchestrator.llm import LLMResponse
+    from tools.registry import default_registry
+
+    fmt, tools = HermesFormat(), default_registry()
+    assert "<tools>" in fmt.instructions(tools) and '"name": "bash"' in fmt.instructions(tools)
+
+    d = fmt.parse(
+        LLMResponse(
+            content='Look first.\n<tool_call>\n{"name": "bash", "arguments": {"command": "ls"}}\n'
+            '</tool_call>\n<tool_call>{"name": "calculator", "arguments": "{\\"expression\\": '
+            '\\"1+1\\"}"}</tool_call>'
+        ),
+        tools,
+    )
+    assert d.thought == "Look first." and d.final_answer is None
+    assert [(c.name, c.arguments, c.id) for c in d.calls] == [
+        ("bash", {"command": "ls"}, "call_0"),
+        ("calculator", {"expression": "1+1"}, "call_1"),  # arguments given as a JSON string
+    ]
+    assert fmt.parse(LLMResponse(content="  42 \n"), tools).final_answer == "42"
+    assert "empty" in (fmt.parse(LLMResponse(content=" "), tools).format_error or "")
+
+    bad = fmt.parse(
+        LLMResponse(content='<tool_call>{"name": "bash", "arguments": {</tool_call>'), tools
+    )
+    assert bad.calls[0].error and "not valid JSON" in bad.calls[0].error
+    cut = fmt.parse(
+        LLMResponse(content='<tool_call>{"name": "bash", "argu', finish_reason="length"), tools
+    )
+    assert "cut off by the token limit" in (cut.calls[0].error or "")
+    nameless = fmt.parse(LLMResponse(content="<tool_call>[1, 2]</tool_call>"), tools)
+    assert 'string "name"' in (nameless.calls[0].error or "")
+    wrong_args = fmt.parse(
+        LLMResponse(content='<tool_call>{"name": "bash", "arguments": [1]}</tool_call>'), tools
+    )
+    assert "must be a JSON object" in (wrong_args.calls[0].error or "")
+
+    # results go back as tool messages, one per call, also for calls not run
+    msgs = fmt.observation_messages(d, [], ["out"])
+    assert msgs == [
+        {"role": "tool", "content": "out"},
+        {"role": "tool", "content": "Not run: the task ended with an earlier call."},
+    ]

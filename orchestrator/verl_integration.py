@@ -1,0 +1,577 @@
+"""VERL integration - the only module that imports verl (``pip install 'agentic-rollout[verl]'``).
+
+- :class:`AgenticSandboxAgentLoop`, registered as ``agentic_sandbox_agent``: a VERL agent loop
+  that runs one of our agents per sample, in its own sandbox, token-in/token-out through the
+  server handle VERL passes in (exact ``response_mask`` and logprobs, see
+  :mod:`orchestrator.tokens`), and returns an ``AgentLoopOutput`` with ``reward_score``.
+  Point VERL at it with ``actor_rollout_ref.rollout.agent.agent_loop_config_path`` (a YAML
+  list, ``examples/verl/agent_loop.yaml``) and an ``agent_name`` column in the dataset.
+- :func:`trajectories_to_dataproto`: trajectories collected standalone (any LLM client) as a
+  real ``DataProto`` with VERL's rollout keys.
+- :func:`generate_sequences`: ``AgenticRollout.generate_sequences(DataProto)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+try:
+    import numpy as np
+    import torch
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from tensordict import TensorDict
+    from verl.experimental.agent_loop.agent_loop import (
+        AgentLoopBase,
+        AgentLoopMetrics,
+        AgentLoopOutput,
+        _agent_loop_registry,
+    )
+    from verl.protocol import DataProto
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "orchestrator.verl_integration needs verl 0.9.1: pip install 'agentic-rollout[verl]' "
+        "(on a CPU-only machine install torch==2.13.0 first so pip does not pull CUDA torch); "
+        f"import failed: {exc}"
+    ) from exc
+
+from orchestrator.config import AgenticRolloutConfig
+from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
+from orchestrator.store import TrajectoryStore
+from orchestrator.tasks import Task
+from orchestrator.tokens import (
+    Messages,
+    TemplateMerger,
+    TokenLedger,
+    TokenLLMClient,
+    TokenMerger,
+    TokenOutput,
+    tokenize_conversation,
+)
+from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus
+
+AGENT_NAME = "agentic_sandbox_agent"
+
+
+class VerlLoopSettings(BaseModel):
+    """The ``agentic:`` block of the agent-loop YAML entry (all optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: agent per row: "auto" = ``coding`` for SWE rows (``extra_info.swe``), else ``react``
+    agent_type: str = "auto"
+    #: how tool calls are written in the generated text
+    tool_format: Literal["hermes", "react", "json"] = "hermes"
+    #: tools by name; None: bash, str_replace_editor, search, submit
+    tools: list[str] | None = None
+    tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: sandbox backend settings; rows may override with ``extra_info.sandbox`` or
+    #: ``tools_kwargs.sandbox`` (image per row, ...)
+    sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
+    max_turns: int = Field(10, ge=1)
+    #: per model turn; None: whatever is left of ``response_length``
+    max_tokens_per_turn: int | None = Field(None, ge=1)
+    max_observation_chars: int = Field(8000, ge=100)
+    system_prompt: str | None = None
+    #: "auto": VERL's builder for model families it knows (Qwen, GLM, ...), our template diff
+    #: for the rest; "template": always ours; "verl": always VERL's
+    token_merge: Literal["auto", "template", "verl"] = "auto"
+    #: "auto": SWE grading for SWE rows, answer match when the row has a ground truth, else
+    #: leave the score to VERL's reward manager; "verl": always VERL's; or "module:function"
+    #: called as fn(task, trajectory) -> float (sync or async)
+    reward: str = "auto"
+    #: grade SWE rows in the rollout's own sandbox instead of a fresh one
+    eval_in_rollout_sandbox: bool = False
+    trajectory_timeout: float = Field(1800.0, gt=0)
+    #: also append every trajectory (messages, tools, timings, tokens) to this JSONL file;
+    #: ``{pid}`` in it becomes the process id (VERL runs several agent-loop worker processes)
+    save_path: str | None = None
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays/scalars and OmegaConf nodes from a VERL row, as plain Python."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _json_field(value: Any, name: str) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise TaskError(f"extra_info.{name} is not valid JSON: {exc}") from None
+    return value
+
+
+def row_to_task(row: dict[str, Any], *, index: int = 0) -> Task:
+    """A dataset row (``raw_prompt``, ``extra_info``, ``tools_kwargs``, ``reward_model``) as a
+    task. ``extra_info.swe`` makes it a SWE task (image, workdir, grading)."""
+    raw = _plain(row.get("raw_prompt"))
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    if not isinstance(raw, list) or not raw or not all(isinstance(m, dict) for m in raw):
+        raise TaskError("the row's raw_prompt must be a non-empty list of chat messages")
+    extra = _plain(row.get("extra_info")) or {}
+    tools_kwargs = _plain(row.get("tools_kwargs")) or {}
+    if not isinstance(extra, dict) or not isinstance(tools_kwargs, dict):
+        raise TaskError("extra_info and tools_kwargs must be mappings")
+    for key in ("sandbox", "setup", "swe", "tool_context"):  # JSON strings keep parquet simple
+        extra[key] = _json_field(extra.get(key), key)
+    tools_kwargs["sandbox"] = _json_field(tools_kwargs.get("sandbox"), "tools_kwargs.sandbox")
+    rid = extra.get("task_id") or extra.get("instance_id") or f"row-{row.get('index', index)}"
+    system = next((m.get("content") for m in raw if m.get("role") == "system"), None)
+    messages = [m for m in raw if m.get("role") != "system"]
+    sandbox = {**(extra.get("sandbox") or {}), **(tools_kwargs.get("sandbox") or {})}
+    if extra.get("swe"):
+        from orchestrator.swe.task import SWETask
+
+        base = SWETask.from_row(extra["swe"]).to_task()
+        return base.model_copy(
+            update={
+                "id": f"{base.id}-{uuid.uuid4().hex[:8]}",
+                "prompt": messages,
+                "system_prompt": system,
+                "sandbox": {**base.sandbox, **sandbox},
+                "metadata": {**base.metadata, "row_id": str(extra.get("task_id") or base.id)},
+            }
+        )
+    reward_model = _plain(row.get("reward_model")) or {}
+    answer = extra.get("answer")
+    if answer is None and isinstance(reward_model, dict):
+        answer = reward_model.get("ground_truth")
+    return Task(
+        id=f"{rid}-{uuid.uuid4().hex[:8]}",
+        prompt=messages,
+        system_prompt=system,
+        workspace=extra.get("workspace"),
+        sandbox=sandbox,
+        setup=list(extra.get("setup") or []),
+        answer=None if answer is None else str(answer),
+        metadata={
+            "row_id": str(rid),
+            "data_source": row.get("data_source"),
+            **({"tool_context": extra["tool_context"]} if extra.get("tool_context") else {}),
+        },
+    )
+
+
+def _load_reward(spec: str) -> Callable[..., Any]:
+    module, _, attr = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"cannot load reward function {spec!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"reward {spec!r} is not callable")
+    return fn  # type: ignore[no-any-return]
+
+
+class VerlMerger:
+    """VERL's continuous-token builder behind our :class:`TokenMerger` interface."""
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+
+    def initial(self, messages: Messages, tools: Messages | None = None) -> list[int]:
+        return [int(i) for i in self.builder.build_initial_tokens(messages, tools=tools)]
+
+    def append(
+        self,
+        ledger: TokenLedger,
+        previous: Messages,
+        updated: Messages,
+        tools: Messages | None = None,
+    ) -> None:
+        try:
+            result = self.builder.merge_context_tokens(
+                previous, updated, ledger.all_ids, tools=tools
+            )
+        except ValueError as exc:
+            raise TokenizationError(f"VERL's continuous-token merge failed: {exc}") from exc
+        appended = list(result.token_ids[len(result.token_ids) - result.appended_token_count :])
+        ledger.add_context(
+            [int(i) for i in result.inserted_token_ids] + [int(i) for i in appended],
+            drop_tail=result.removed_prefix_token_count,
+        )
+
+
+def _known_family(hf_model_type: str | None) -> bool:
+    from verl.utils.tokenizer.continuous_token_wiring import _MODEL_TYPE_TO_FAMILY
+
+    return bool(hf_model_type) and hf_model_type in _MODEL_TYPE_TO_FAMILY
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return value
+
+
+#: one store per file in this process (VERL builds a loop object per sample; a second store
+#: opening the file while the first writes would see a partial line)
+_stores: dict[str, TrajectoryStore] = {}
+
+
+def _store(path: str) -> TrajectoryStore:
+    path = path.replace("{pid}", str(os.getpid()))
+    if path not in _stores:
+        _stores[path] = TrajectoryStore(path)
+    return _stores[path]
+
+
+class AgenticSandboxAgentLoop(AgentLoopBase):
+    """One trajectory per sample: its own sandbox, our agent, exact tokens, a reward.
+
+    Accepts VERL's constructor arguments (passed through to ``AgentLoopBase``) plus
+    ``agentic`` (a :class:`VerlLoopSettings` mapping) from the YAML entry.
+    """
+
+    def __init__(self, *args: Any, agentic: Any = None, **kwargs: Any) -> None:
+        kwargs.pop("tools", None)  # VERL's own tool list: we use ours
+        self._hf_model_type = kwargs.get("hf_model_type")
+        super().__init__(*args, **kwargs)
+        try:
+            self.settings = VerlLoopSettings.model_validate(_plain(agentic) or {})
+        except ValidationError as exc:
+            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}: {exc}") from None
+        self.response_length = int(self.rollout_config.response_length)
+
+    def _merger(self) -> TokenMerger:
+        mode = self.settings.token_merge
+        if mode == "verl" or (mode == "auto" and _known_family(self._hf_model_type)):
+            return VerlMerger(self.continuous_token_builder)
+        return TemplateMerger(self.tokenizer, chat_template_kwargs=self.apply_chat_template_kwargs)
+
+    def _config(self, task: Task) -> AgenticRolloutConfig:
+        s = self.settings
+        swe = "swe" in task.metadata
+        tools = s.tools or ["bash", "str_replace_editor", "search", "submit"]
+        tools_config = dict(s.tools_config)
+        if swe:
+            tools_config["submit"] = {"mode": "auto", **tools_config.get("submit", {})}
+        return AgenticRolloutConfig(
+            agent_type=("coding" if swe else "react") if s.agent_type == "auto" else s.agent_type,
+            max_steps=s.max_turns,
+            max_tokens_per_step=s.max_tokens_per_turn or max(self.response_length, 1),
+            tools=tools,
+            tools_config=tools_config,
+            sandbox=s.sandbox,
+            tool_format=s.tool_format,
+            system_prompt=s.system_prompt,
+            trajectory_timeout=s.trajectory_timeout,
+            save_trajectories=False,  # run() saves, with the token ledger attached
+            concurrent_requests=1,
+        )
+
+    def _reward(self, task: Task) -> tuple[Any, bool]:
+        """(reward_fn or None, reward_all)."""
+        spec = self.settings.reward
+        if spec == "verl":
+            return None, False
+        if ":" in spec:
+            return _load_reward(spec), False
+        if spec != "auto":
+            raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
+        if "swe" in task.metadata:
+            from orchestrator.swe.run import make_swe_reward
+
+            sandbox = {
+                k: v for k, v in self.settings.sandbox.items() if k not in ("image", "workdir")
+            }
+            return make_swe_reward(sandbox), True
+        if task.answer is not None:
+            from orchestrator.runner import answer_reward
+
+            return answer_reward, True  # a truncated or failed sample scores 0, not None
+        return None, False
+
+    async def _server_generate(
+        self, request_id: str, prompt_ids: list[int], params: dict[str, Any]
+    ) -> TokenOutput:
+        out = await self.server_manager.generate(
+            request_id=request_id, prompt_ids=prompt_ids, sampling_params=params
+        )
+        return TokenOutput(
+            token_ids=list(out.token_ids),
+            log_probs=list(out.log_probs) if getattr(out, "log_probs", None) else None,
+            stop_reason=getattr(out, "stop_reason", None),
+        )
+
+    async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
+        from orchestrator.runner import AgenticRollout
+
+        t0 = time.perf_counter()
+        client: TokenLLMClient | None = None
+        traj: Trajectory | None = None
+        error: str | None = None
+        try:
+            task = row_to_task(kwargs, index=int(_plain(kwargs.get("index", 0)) or 0))
+            client = TokenLLMClient(
+                self._server_generate,
+                self.tokenizer,
+                self._merger(),
+                budget=self.response_length,
+                sampling_params=sampling_params,
+                request_id=uuid.uuid4().hex,
+            )
+            reward_fn, reward_all = self._reward(task)
+            rollout = AgenticRollout(
+                self._config(task),
+                llm_client=client,
+                reward_fn=reward_fn,
+                reward_all=reward_all,
+            )
+            if self.settings.eval_in_rollout_sandbox and "swe" in task.metadata:
+                from orchestrator.swe.run import _evaluate_in_rollout_sandbox
+
+                rollout.after_agent = _evaluate_in_rollout_sandbox
+            traj = await rollout.run_one(task)
+            traj.metadata["task_id"] = task.metadata.get("row_id")
+            traj.metadata["tokens"] = client.ledger.to_dict()
+            if self.settings.save_path:
+                await _store(self.settings.save_path).aappend(traj)
+        except Exception as exc:  # a bad row or config: this sample only, the batch goes on
+            error = f"{type(exc).__name__}: {exc}"
+        output = self._output(kwargs, client, traj, error, time.perf_counter() - t0)
+        # one shape per batch: logprobs exactly when VERL asked for them (0.0 where none came)
+        if sampling_params.get("logprobs"):
+            if output.response_logprobs is None:
+                output.response_logprobs = [0.0] * len(output.response_ids)
+        else:
+            output.response_logprobs = None
+        return output
+
+    def _output(
+        self,
+        row: dict[str, Any],
+        client: TokenLLMClient | None,
+        traj: Trajectory | None,
+        error: str | None,
+        seconds: float,
+    ) -> AgentLoopOutput:
+        ledger = client.ledger if client is not None else TokenLedger(budget=self.response_length)
+        if not ledger.prompt_ids:  # the model was never called (sandbox failed to start, ...)
+            raw = _plain(row.get("raw_prompt")) or []
+            try:
+                ledger.prompt_ids = (
+                    client.merger.initial(raw)
+                    if client is not None
+                    else TemplateMerger(self.tokenizer).initial(raw)
+                )
+            except Exception:  # an unrenderable prompt: still a valid (empty) sample
+                ledger.prompt_ids = [int(getattr(self.tokenizer, "pad_token_id", None) or 0)]
+        ids, mask, logprobs = ledger.clipped()
+        status = traj.status.value if traj is not None else "error"
+        errors = [f"{e.type}: {e.message}" for e in traj.errors] if traj is not None else []
+        if error:
+            errors.append(error)
+        reward: float | None = traj.reward if traj is not None else None
+        if reward is None and (status == "error" or error):
+            reward = 0.0  # infrastructure failure: a valid zero-reward sample
+        tool_calls = sum(1 for s in traj.steps if s.step_type == StepType.TOOL_CALL) if traj else 0
+        failed_calls = (
+            sum(1 for s in traj.steps if s.step_type == StepType.TOOL_RESULT and not s.success)
+            if traj
+            else 0
+        )
+        messages = traj.messages if traj is not None else []
+        return AgentLoopOutput(
+            prompt_ids=self._cap_text_prompt_length(ledger.prompt_ids),
+            response_ids=ids,
+            response_mask=mask,
+            response_logprobs=logprobs,
+            reward_score=reward,
+            num_turns=len([m for m in messages if m.get("role") != "system"]) or 1,
+            metrics=AgentLoopMetrics(
+                generate_sequences=traj.llm_seconds if traj else 0.0,
+                tool_calls=traj.tool_seconds if traj else 0.0,
+            ),
+            extra_fields={
+                "agentic_status": status,
+                "agentic_errors": errors,
+                "agentic_model_turns": client.calls if client is not None else 0,
+                "agentic_tool_calls": tool_calls,
+                "agentic_failed_tool_calls": failed_calls,
+                "agentic_truncated": bool(ledger.to_dict()["truncated"])
+                or status == TrajectoryStatus.TRUNCATED.value,
+                "agentic_sandbox": traj.metadata.get("sandbox") if traj else None,
+                "agentic_reward_details": _jsonable(traj.reward_details) if traj else {},
+                "agentic_seconds": seconds,
+            },
+        )
+
+
+# ---- standalone trajectories -> DataProto
+
+
+def _pad(
+    rows: Sequence[Sequence[float]], width: int, value: float, *, left: bool
+) -> list[list[float]]:
+    out = []
+    for row in rows:
+        fill = [value] * (width - len(row))
+        out.append(fill + list(row) if left else list(row) + fill)
+    return out
+
+
+def ledger_of(trajectory: Trajectory, tokenizer: Any) -> TokenLedger:
+    """The trajectory's exact tokens when it was collected token-level, else its messages
+    tokenized with the chat template (see :func:`orchestrator.tokens.tokenize_conversation`)."""
+    saved = trajectory.metadata.get("tokens")
+    if isinstance(saved, dict) and saved.get("prompt_ids"):
+        return TokenLedger(
+            prompt_ids=list(saved["prompt_ids"]),
+            response_ids=list(saved["response_ids"]),
+            response_mask=list(saved["response_mask"]),
+            response_logprobs=saved.get("response_logprobs"),
+        )
+    if not trajectory.messages:
+        raise TokenizationError(
+            f"trajectory {trajectory.request_id} has no messages (was it run with "
+            "include_trajectory_in_output=False?)"
+        )
+    return tokenize_conversation(trajectory.messages, tokenizer)
+
+
+def trajectories_to_dataproto(
+    trajectories: Sequence[Trajectory],
+    tokenizer: Any,
+    *,
+    prompt_length: int | None = None,
+    response_length: int | None = None,
+) -> DataProto:
+    """A real ``DataProto`` with VERL's rollout keys: ``prompts`` (left-padded),
+    ``responses`` / ``response_mask`` (right-padded), ``input_ids``, ``attention_mask``,
+    ``position_ids``, ``rollout_log_probs`` (when every trajectory has logprobs) and
+    ``rm_scores`` (reward on the last response token, when every trajectory has a reward).
+
+    Lengths default to the longest in the batch; longer prompts are left-truncated and longer
+    responses right-truncated (``non_tensor_batch["truncated"]`` says which).
+    """
+    if not trajectories:
+        raise ConfigError("trajectories_to_dataproto needs at least one trajectory")
+    ledgers = [ledger_of(t, tokenizer) for t in trajectories]
+    p_len = prompt_length or max(len(lg.prompt_ids) for lg in ledgers)
+    r_len = response_length or max([*(len(lg.response_ids) for lg in ledgers), 1])
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    prompts, responses, masks, logprobs, truncated = [], [], [], [], []
+    for lg in ledgers:
+        prompts.append(lg.prompt_ids[-p_len:])
+        responses.append(lg.response_ids[:r_len])
+        masks.append(lg.response_mask[:r_len])
+        logprobs.append(None if lg.response_logprobs is None else lg.response_logprobs[:r_len])
+        truncated.append(len(lg.prompt_ids) > p_len or len(lg.response_ids) > r_len)
+    prompt_t = torch.tensor(_pad(prompts, p_len, pad_id, left=True), dtype=torch.long)
+    prompt_attn = torch.tensor(
+        _pad([[1] * len(p) for p in prompts], p_len, 0, left=True), dtype=torch.long
+    )
+    resp_t = torch.tensor(_pad(responses, r_len, pad_id, left=False), dtype=torch.long)
+    resp_attn = torch.tensor(
+        _pad([[1] * len(r) for r in responses], r_len, 0, left=False), dtype=torch.long
+    )
+    mask_t = torch.tensor(_pad(masks, r_len, 0, left=False), dtype=torch.long)
+    attention = torch.cat([prompt_attn, resp_attn], dim=1)
+    position = torch.clamp(torch.cumsum(attention, dim=1) - 1, min=0) * attention
+    batch: dict[str, torch.Tensor] = {
+        "prompts": prompt_t,
+        "responses": resp_t,
+        "response_mask": mask_t,
+        "input_ids": torch.cat([prompt_t, resp_t], dim=1),
+        "attention_mask": attention,
+        "position_ids": position,
+    }
+    if all(lp is not None for lp in logprobs):
+        batch["rollout_log_probs"] = torch.tensor(
+            _pad([lp or [] for lp in logprobs], r_len, 0.0, left=False), dtype=torch.float32
+        )
+    rewards = [t.reward for t in trajectories]
+    if all(r is not None for r in rewards):
+        scores = torch.zeros_like(mask_t, dtype=torch.float32)
+        last = torch.clamp(resp_attn.sum(dim=1) - 1, min=0)
+        scores[torch.arange(len(ledgers)), last] = torch.tensor(
+            [float(r or 0.0) for r in rewards], dtype=torch.float32
+        )
+        batch["rm_scores"] = scores
+    non_tensor = {
+        "request_id": np.array([t.request_id for t in trajectories], dtype=object),
+        "status": np.array([t.status.value for t in trajectories], dtype=object),
+        "truncated": np.array(truncated, dtype=bool),
+        "__num_turns__": np.array(
+            [len([m for m in t.messages if m.get("role") != "system"]) for t in trajectories],
+            dtype=np.int32,
+        ),
+    }
+    return DataProto(
+        batch=TensorDict(batch, batch_size=len(ledgers)),
+        non_tensor_batch=non_tensor,
+        meta_info={"prompt_length": p_len, "response_length": r_len},
+    )
+
+
+async def generate_sequences(rollout: Any, prompts: DataProto) -> DataProto:
+    """Run one trajectory per row of ``prompts`` with ``rollout`` (an ``AgenticRollout``)
+    and return them as a ``DataProto`` (see :func:`trajectories_to_dataproto`).
+
+    Rows come from ``non_tensor_batch["raw_prompt"]`` (plus ``extra_info``/``tools_kwargs``
+    when present), or else are decoded from ``batch["input_ids"]`` (padding dropped).
+    ``meta_info`` may set ``prompt_length`` / ``response_length``.
+    """
+    tokenizer = rollout.tokenizer
+    if tokenizer is None:
+        raise ConfigError(
+            "generate_sequences needs a tokenizer: AgenticRollout(config, llm, tokenizer)"
+        )
+    n = len(prompts)
+    nt = prompts.non_tensor_batch or {}
+    tasks: list[Task] = []
+    for i in range(n):
+        if "raw_prompt" in nt:
+            row = {k: v[i] for k, v in nt.items()}
+        else:
+            ids = prompts.batch["input_ids"][i]
+            attn = prompts.batch["attention_mask"][i] if "attention_mask" in prompts.batch else None
+            kept = ids[attn.bool()] if attn is not None else ids
+            text = tokenizer.decode(kept.tolist(), skip_special_tokens=True)
+            row = {"raw_prompt": [{"role": "user", "content": text}]}
+        row.setdefault("index", i)
+        tasks.append(row_to_task(row, index=i))
+    summary = await rollout.run(tasks)
+    meta = prompts.meta_info or {}
+    out = trajectories_to_dataproto(
+        summary.trajectories,
+        tokenizer,
+        prompt_length=meta.get("prompt_length"),
+        response_length=meta.get("response_length"),
+    )
+    out.meta_info.update({k: v for k, v in meta.items() if k not in out.meta_info})
+    return out
+
+
+# Registered as VERL's @register would, except that an entry already loaded from the YAML
+# (agent_loop_config_path, with its `agentic:` settings) is kept: hydra imports this module
+# while instantiating that entry, and @register would replace it with a bare one.
+_agent_loop_registry.setdefault(
+    AGENT_NAME, {"_target_": f"{__name__}.{AgenticSandboxAgentLoop.__qualname__}"}
+)
