@@ -107,6 +107,8 @@ class AgenticRollout:
                 f"available: {', '.join(base.names())}"
             )
         self.tools = base
+        # a typo in tools_config (or a bad value) fails here, once, not in every trajectory
+        base.fork(self.config.tools_config, only=self.config.tools)
         self.reward_fn = reward_fn
         #: also reward trajectories that ended in max_steps/error (SWE: the patch still counts)
         self.reward_all = reward_all
@@ -229,9 +231,7 @@ class AgenticRollout:
 
     async def _execute(self, task: Task, llm: LLMClient, traj: Trajectory) -> None:
         only = self.config.tools
-        tools = self.tools.fork(
-            {k: v for k, v in self.config.tools_config.items() if k in self.tools}, only=only
-        )
+        tools = self.tools.fork(self.config.tools_config, only=only)
         if not self.config.uses_sandbox:
             await self._agent.run(task, llm, tools, None, trajectory=traj)
             if self.after_agent is not None:

@@ -319,3 +319,12 @@ def test_cli_run_reports_bad_lines_and_runs_the_rest(tmp_path: Path) -> None:
         check=False,
     )
     assert shown.returncode == 0 and "LLMConnectionError" in shown.stdout
+
+
+def test_tools_config_naming_an_unknown_tool_fails_at_construction() -> None:
+    from orchestrator import AgenticRollout, AgenticRolloutConfig
+    from orchestrator.exceptions import ConfigError
+
+    config = AgenticRolloutConfig(tools_config={"bsh": {"timeout": 5}}, save_trajectories=False)
+    with pytest.raises(ConfigError, match="tools_config names unregistered tools: bsh"):
+        AgenticRollout(config, lambda messages, **kw: "Final Answer: x")

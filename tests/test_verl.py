@@ -641,3 +641,37 @@ def test_prepared_parquet_reads_through_verl_dataset(tokenizer: Any, tmp_path: P
         row_to_task(bad)
     with pytest.raises(TaskError, match="raw_prompt must be a non-empty list"):
         row_to_task({"raw_prompt": []})
+
+
+def test_example_grpo_config_composes_against_verl_schema() -> None:
+    import verl
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    with initialize_config_dir(config_dir=str(ROOT / "examples/verl"), version_base=None):
+        cfg = compose("agentic_grpo")
+    with initialize_config_dir(
+        config_dir=str(Path(verl.__file__).parent / "trainer/config"), version_base=None
+    ):
+        base = compose("ppo_trainer")
+    ours = yaml.safe_load((ROOT / "examples/verl/agentic_grpo.yaml").read_text())
+
+    def leaves(node: Any, prefix: str = "") -> list[str]:
+        if not isinstance(node, dict):
+            return [prefix]
+        return [p for k, v in node.items() for p in leaves(v, f"{prefix}.{k}" if prefix else k)]
+
+    paths = [p for k in ours if k not in ("hydra", "defaults") for p in leaves(ours[k], k)]
+    assert len(paths) > 15
+    for path in paths:  # every key we set is one VERL has (a typo would be silently added)
+        parent, _, key = path.rpartition(".")
+        assert key in list(OmegaConf.select(base, parent).keys()), path  # "???" values too
+        assert OmegaConf.select(cfg, path) == OmegaConf.select(OmegaConf.create(ours), path)
+    rollout = omega_conf_to_dataclass(cfg.actor_rollout_ref.rollout)
+    assert rollout.agent.agent_loop_config_path == "examples/verl/agent_loop.yaml"
+    loops = yaml.safe_load((ROOT / rollout.agent.agent_loop_config_path).read_text())
+    assert loops[0]["_target_"] == "orchestrator.verl_integration.AgenticSandboxAgentLoop"
+    from orchestrator.verl_integration import VerlLoopSettings
+
+    VerlLoopSettings.model_validate(loops[0]["agentic"])  # the example's settings are valid
