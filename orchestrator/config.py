@@ -60,6 +60,9 @@ class AgenticRolloutConfig(BaseModel):
     tools: list[str] | None = None
     #: sandbox backend settings; {"type": "none"} runs without a sandbox
     sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
+    #: sandboxes kept started ahead of time per sandbox config (0: start each on demand); see
+    #: orchestrator.sandbox.pool - a sandbox is still never reused across trajectories
+    warm_pool: int = Field(0, ge=0)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     trajectory_timeout: float = Field(1800.0, gt=0, description="seconds per trajectory")

@@ -24,6 +24,7 @@ from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.pool import WarmPool
 from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory, TrajectoryStatus
@@ -114,6 +115,7 @@ class AgenticRollout:
         self.reward_all = reward_all
         #: awaited inside the sandbox's lifetime after the agent (e.g. evaluate in that sandbox)
         self.after_agent = after_agent
+        self._pool: WarmPool | None = None
         self.store: TrajectoryStore | None = (
             TrajectoryStore(self.config.trajectory_save_path)
             if self.config.save_trajectories
@@ -154,11 +156,21 @@ class AgenticRollout:
         summary.skipped = [t.id for t in items if t.id in done]
         semaphore = asyncio.Semaphore(self.config.concurrent_requests)
         results: dict[str, Trajectory] = {}
-        for start in range(0, len(todo), self.config.batch_size):
-            chunk = todo[start : start + self.config.batch_size]
-            finished = await asyncio.gather(*(self._guarded(t, semaphore, on_event) for t in chunk))
-            for traj in finished:
-                results[traj.request_id] = traj
+        if todo and self.config.warm_pool and self.config.uses_sandbox and self._pool is None:
+            self._pool = WarmPool(self.config.warm_pool)
+            self._pool.warm(self._sandbox_values(None))
+        try:
+            for start in range(0, len(todo), self.config.batch_size):
+                chunk = todo[start : start + self.config.batch_size]
+                finished = await asyncio.gather(
+                    *(self._guarded(t, semaphore, on_event) for t in chunk)
+                )
+                for traj in finished:
+                    results[traj.request_id] = traj
+        finally:
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                await pool.close()
         summary.trajectories = [results[t.id] for t in todo]
         return summary
 
@@ -237,10 +249,13 @@ class AgenticRollout:
             if self.after_agent is not None:
                 await self.after_agent(task, traj, None)
             return
-        values = {**self.config.sandbox, **task.sandbox}
-        if values.get("type", "docker") == "docker":
-            values.setdefault("run_id", self.run_id)
-        async with sandbox_config(values).build() as sandbox:
+        values = self._sandbox_values(task)
+        if self._pool is not None:
+            traj.metadata["warm_pool"] = self._pool.ready(values) > 0
+            sandbox = await self._pool.acquire(values)
+        else:
+            sandbox = await sandbox_config(values).build().start()
+        async with sandbox:  # closed (destroyed) whatever happens; never reused
             traj.metadata["sandbox"] = sandbox.name
             for command in task.setup:
                 result = await sandbox.run(command, timeout=600)
@@ -252,6 +267,12 @@ class AgenticRollout:
             await self._agent.run(task, llm, tools, sandbox, trajectory=traj)
             if self.after_agent is not None:
                 await self.after_agent(task, traj, sandbox)
+
+    def _sandbox_values(self, task: Task | None) -> dict[str, Any]:
+        values = {**self.config.sandbox, **(task.sandbox if task is not None else {})}
+        if values.get("type", "docker") == "docker":
+            values.setdefault("run_id", self.run_id)
+        return values
 
 
 class _SeedAgent:

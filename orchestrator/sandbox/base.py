@@ -218,6 +218,8 @@ class Sandbox(abc.ABC):
             await asyncio.shield(self._teardown())
 
     async def __aenter__(self) -> Self:
+        if self._rpc is not None and not self._closed:  # started already (a warm pool's)
+            return self
         return await self.start()
 
     async def __aexit__(
