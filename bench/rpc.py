@@ -15,6 +15,7 @@ load affects both sides alike. Also reports the agent's RSS in an idle sandbox.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from typing import Any
@@ -55,6 +56,8 @@ async def run(
     calls: int = 400,
     exec_calls: int = 40,
     starts: int = 7,
+    big_calls: int = 10,
+    peers: bool = False,
     docker_host: str | None = None,
 ) -> dict[str, Any]:
     config = DockerSandboxConfig(image=image, docker_host=docker_host)
@@ -77,65 +80,152 @@ async def run(
             if info.get("rss_bytes"):
                 rss_idle.append(int(info["rss_bytes"]))
 
-    rpc: list[float] = []
-    exe: list[float] = []
     async with config.build() as sandbox:
         assert isinstance(sandbox, DockerSandbox)
         await sandbox.run("true")
         api = docker_api(docker_host)
         try:
-            per_round = max(1, calls // max(1, exec_calls))
-            for _ in range(exec_calls):
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    result = await sandbox.run("true")
-                    rpc.append(time.perf_counter() - t0)
-                    assert result.exit_code == 0
+            async with contextlib.AsyncExitStack() as stack:
+                swerex = None
+                if peers:
+                    from bench.peers import swerex_server
 
-                def docker_exec() -> float:
-                    t0 = time.perf_counter()
-                    exec_id = api.exec_create(sandbox.container_id, ["true"])["Id"]
-                    api.exec_start(exec_id)
-                    code = api.exec_inspect(exec_id)["ExitCode"]
-                    assert code == 0
-                    return time.perf_counter() - t0
-
-                exe.append(await asyncio.to_thread(docker_exec))
+                    swerex = await stack.enter_async_context(
+                        swerex_server(image, labels=sandbox.labels())
+                    )
+                timings = await _measure(
+                    sandbox,
+                    api,
+                    swerex=swerex,
+                    calls=calls,
+                    exec_calls=exec_calls,
+                    big_calls=big_calls,
+                )
         finally:
             api.close()
         rss_after = (await sandbox.info()).get("rss_bytes")
 
-    rpc_p50 = statistics.median(rpc) * 1000
-    exec_p50 = statistics.median(exe) * 1000
-    ready_ms = statistics.median(ready) * 1000
-    raw_ms = statistics.median(raw) * 1000
-    return {
+    result: dict[str, Any] = {
         "image": image,
-        "rpc_calls": len(rpc),
-        "exec_calls": len(exe),
         "starts": starts,
-        "rpc_p50_ms": rpc_p50,
-        "rpc_p99_ms": _p(rpc, 0.99) * 1000,
-        "exec_p50_ms": exec_p50,
-        "exec_p99_ms": _p(exe, 0.99) * 1000,
-        "speedup": exec_p50 / rpc_p50,
-        "ready_ms": ready_ms,
-        "raw_start_ms": raw_ms,
-        "ready_ratio": ready_ms / raw_ms,
+        "ready_ms": statistics.median(ready) * 1000,
+        "raw_start_ms": statistics.median(raw) * 1000,
         "ready_all_ms": [r * 1000 for r in ready],
         "raw_all_ms": [r * 1000 for r in raw],
         "agent_rss_idle_mb": statistics.median(rss_idle) / 2**20 if rss_idle else None,
         "agent_rss_after_calls_mb": rss_after / 2**20 if rss_after else None,
     }
+    result["ready_ratio"] = result["ready_ms"] / result["raw_start_ms"]
+    for (system, size), values in timings.items():
+        key = f"{system}_{size}"
+        result[f"{key}_calls"] = len(values)
+        result[f"{key}_p50_ms"] = statistics.median(values) * 1000
+        result[f"{key}_p99_ms"] = _p(values, 0.99) * 1000
+    # the names the issue and earlier runs use
+    result["rpc_p50_ms"] = result["rpc_trivial_p50_ms"]
+    result["rpc_p99_ms"] = result["rpc_trivial_p99_ms"]
+    result["exec_p50_ms"] = result["exec_trivial_p50_ms"]
+    result["exec_p99_ms"] = result["exec_trivial_p99_ms"]
+    result["rpc_calls"] = result["rpc_trivial_calls"]
+    result["exec_calls"] = result["exec_trivial_calls"]
+    for size in ("trivial", "1mb"):
+        base = result[f"rpc_{size}_p50_ms"]
+        suffix = "" if size == "trivial" else "_1mb"
+        result[f"speedup{suffix}"] = result[f"exec_{size}_p50_ms"] / base
+        if peers:
+            result[f"swerex_session_speedup{suffix}"] = (
+                result[f"swerex_session_{size}_p50_ms"] / base
+            )
+            result[f"swerex_exec_speedup{suffix}"] = result[f"swerex_exec_{size}_p50_ms"] / base
+    return result
+
+
+TRIVIAL = "true"
+#: 1 MB of output (1,000,000 bytes of "a", no newline)
+BIG = "head -c 1000000 /dev/zero | tr '\\0' a"
+
+
+async def _measure(
+    sandbox: DockerSandbox,
+    api: Any,
+    *,
+    swerex: Any,
+    calls: int,
+    exec_calls: int,
+    big_calls: int,
+) -> dict[tuple[str, str], list[float]]:
+    """Per-call seconds by (system, size); systems interleaved round by round."""
+    out: dict[tuple[str, str], list[float]] = {}
+
+    def docker_exec(cmd: str) -> float:
+        t0 = time.perf_counter()
+        exec_id = api.exec_create(sandbox.container_id, ["bash", "-c", cmd])["Id"]
+        data = api.exec_start(exec_id)
+        code = api.exec_inspect(exec_id)["ExitCode"]
+        elapsed = time.perf_counter() - t0
+        assert code == 0 and (cmd != BIG or len(data) == 1_000_000), (code, len(data))
+        return elapsed
+
+    async def ours(cmd: str) -> float:
+        t0 = time.perf_counter()
+        result = await sandbox.run(cmd, max_output=2_000_000)
+        elapsed = time.perf_counter() - t0
+        assert result.exit_code == 0 and (cmd != BIG or len(result.output) == 1_000_000)
+        return elapsed
+
+    async def timed(coro: Any, cmd: str) -> float:
+        t0 = time.perf_counter()
+        text = await coro
+        elapsed = time.perf_counter() - t0
+        assert cmd != BIG or text.count("a") == 1_000_000, len(text)
+        return elapsed
+
+    async def one_round(size: str, cmd: str, ours_n: int) -> None:
+        for _ in range(ours_n):
+            out.setdefault(("rpc", size), []).append(await ours(cmd))
+        out.setdefault(("exec", size), []).append(await asyncio.to_thread(docker_exec, cmd))
+        if swerex is not None:
+            out.setdefault(("swerex_session", size), []).append(
+                await timed(swerex.run_in_session(cmd), cmd)
+            )
+            out.setdefault(("swerex_exec", size), []).append(await timed(swerex.execute(cmd), cmd))
+
+    if swerex is not None:  # warm the peer's paths too
+        await swerex.run_in_session(TRIVIAL)
+        await swerex.execute(TRIVIAL)
+    per_round = max(1, calls // max(1, exec_calls))
+    for _ in range(exec_calls):
+        await one_round("trivial", TRIVIAL, per_round)
+    for _ in range(big_calls):
+        await one_round("1mb", BIG, 1)
+    return out
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The human/machine lines printed after the JSON; the last one is the contract line."""
-    return [
+    lines = [
         f"agent_rss_idle_mb={result['agent_rss_idle_mb']:.2f} "
         f"agent_rss_after_calls_mb={result['agent_rss_after_calls_mb']:.2f} "
         f"rpc_p99_ms={result['rpc_p99_ms']:.3f} exec_p99_ms={result['exec_p99_ms']:.3f}",
+        f"rpc_1mb_p50_ms={result['rpc_1mb_p50_ms']:.2f} exec_1mb_p50_ms="
+        f"{result['exec_1mb_p50_ms']:.2f} speedup_1mb={result['speedup_1mb']:.2f}",
+    ]
+    last = (
         f"rpc_p50_ms={result['rpc_p50_ms']:.3f} exec_p50_ms={result['exec_p50_ms']:.3f} "
         f"speedup={result['speedup']:.2f} ready_ms={result['ready_ms']:.1f} "
-        f"raw_start_ms={result['raw_start_ms']:.1f} ready_ratio={result['ready_ratio']:.3f}",
-    ]
+        f"raw_start_ms={result['raw_start_ms']:.1f} ready_ratio={result['ready_ratio']:.3f}"
+    )
+    if "swerex_session_speedup" in result:
+        lines.append(
+            f"swerex_session_p50_ms={result['swerex_session_trivial_p50_ms']:.2f} "
+            f"swerex_exec_p50_ms={result['swerex_exec_trivial_p50_ms']:.2f} "
+            f"swerex_session_1mb_p50_ms={result['swerex_session_1mb_p50_ms']:.1f} "
+            f"swerex_exec_1mb_p50_ms={result['swerex_exec_1mb_p50_ms']:.1f} "
+            f"swerex_session_speedup_1mb={result['swerex_session_speedup_1mb']:.2f} "
+            f"swerex_exec_speedup_1mb={result['swerex_exec_speedup_1mb']:.2f}"
+        )
+        last += (
+            f" swerex_session_speedup={result['swerex_session_speedup']:.2f}"
+            f" swerex_exec_speedup={result['swerex_exec_speedup']:.2f}"
+        )
+    return [*lines, last]

@@ -53,6 +53,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                 calls=args.calls,
                 exec_calls=args.exec_calls,
                 starts=args.starts,
+                big_calls=args.big_calls,
+                peers=args.peers,
                 docker_host=args.docker_host,
             )
         )
@@ -537,6 +539,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--calls", type=int, default=400, help="RPC calls (rpc)")
     bench.add_argument("--exec-calls", type=int, default=40, help="docker exec calls (rpc)")
     bench.add_argument("--starts", type=int, default=7, help="sandbox starts (rpc)")
+    bench.add_argument("--big-calls", type=int, default=10, help="1 MB-output calls (rpc)")
+    bench.add_argument(
+        "--peers",
+        action="store_true",
+        help="rpc: also SWE-ReX (run_in_session and execute; installed from PyPI into "
+        "~/.cache/agentic-rollout on first use)",
+    )
     bench.add_argument("--docker-host")
     bench.add_argument("--json", metavar="PATH", help="also write the JSON result here")
     bench.set_defaults(func=_cmd_bench)

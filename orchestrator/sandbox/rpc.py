@@ -205,16 +205,20 @@ class RpcClient:
             ) from None
 
     async def _read_loop(self) -> None:
-        buf = b""
+        # chunks of a partial line, joined once its newline arrives (a 1 MB reply comes in
+        # dozens of chunks: appending to one bytes object would copy it over and over)
+        parts: list[bytes] = []
         try:
             while True:
                 data = await self._transport.read()
                 if not data:
                     break
-                buf += data
                 if b"\n" not in data:
+                    parts.append(data)
                     continue
-                *lines, buf = buf.split(b"\n")
+                parts.append(data)
+                *lines, rest = b"".join(parts).split(b"\n")
+                parts = [rest] if rest else []
                 for line in lines:
                     if line.strip():
                         await self._dispatch(line)

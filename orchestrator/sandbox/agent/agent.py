@@ -1534,6 +1534,17 @@ def _umask():
     return mask
 
 
+def _grow_pipe(fd):
+    """A 1 MB pipe buffer for the reply stream (Linux; the default 64 KB makes a large reply
+    wait on the reader every 64 KB). Best effort: not a pipe, or over pipe-max-size, is fine."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (ImportError, OSError):
+        pass
+
+
 def main(argv=None):
     # Keep the protocol stream private: stray writes to fd 1 by anything (a child that inherits
     # it, a library print) go to stderr instead of corrupting frames.
@@ -1544,6 +1555,7 @@ def main(argv=None):
     os.dup2(2, 1)
     os.close(devnull)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _grow_pipe(out_fd)
     agent = Agent(in_fd, out_fd)
     if os.getpid() == 1:
         # we are the container's init: orphans are ours to reap, and `kill -9 -1` cannot reach us
