@@ -72,6 +72,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         )
         lines = soak.summary_lines(result)
+    elif args.name == "startup":
+        from bench import startup
+
+        result = asyncio.run(
+            startup.run(image=args.image, starts=args.starts, pool_size=args.pool_size)
+        )
+        lines = startup.summary_lines(result)
+    elif args.name == "scale":
+        from bench import scale
+
+        result = asyncio.run(
+            scale.run(
+                levels=tuple(int(x) for x in args.levels.split(",")),
+                per_slot=args.per_slot,
+                latency=args.latency,
+                tool_calls=args.tool_calls,
+                image=args.image,
+            )
+        )
+        lines = scale.summary_lines(result)
+    elif args.name in ("editor", "search"):
+        from bench import tools as tools_bench
+
+        result = asyncio.run(tools_bench.run(args.name, image=args.image, rounds=args.rounds))
+        lines = tools_bench.summary_lines(result)
+    elif args.name == "plots":
+        from bench import plots
+
+        result = plots.run(Path(args.results), Path(args.out))
+        lines = plots.summary_lines(result)
     else:  # argparse restricts the choices
         raise AgenticRolloutError(f"unknown benchmark {args.name!r}")
     text = json.dumps(result, indent=2)
@@ -530,7 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
         "sandbox ready time vs raw container create+start. soak: many trajectories with random "
         "injected faults; counts lost, duplicated and leaked.",
     )
-    bench.add_argument("name", choices=["rpc", "soak"])
+    bench.add_argument(
+        "name", choices=["rpc", "startup", "scale", "editor", "search", "soak", "plots"]
+    )
     bench.add_argument("--trajectories", type=int, default=500, help="trajectories (soak)")
     bench.add_argument("--fault-rate", type=float, default=0.12, help="share with a fault (soak)")
     bench.add_argument("--concurrency", type=int, default=16, help="sandboxes at once (soak)")
@@ -546,6 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="rpc: also SWE-ReX (run_in_session and execute; installed from PyPI into "
         "~/.cache/agentic-rollout on first use)",
     )
+    bench.add_argument("--pool-size", type=int, default=4, help="warm pool size (startup)")
+    bench.add_argument("--levels", default="8,32,64", help="concurrency levels (scale)")
+    bench.add_argument("--per-slot", type=int, default=2, help="trajectories per slot (scale)")
+    bench.add_argument("--latency", type=float, default=0.2, help="simulated LLM s/turn (scale)")
+    bench.add_argument("--tool-calls", type=int, default=20, help="per trajectory (scale)")
+    bench.add_argument(
+        "--rounds", type=int, default=30, help="rounds per operation (editor/search)"
+    )
+    bench.add_argument(
+        "--results", default="bench/results", help="folder of bench JSON files (plots)"
+    )
+    bench.add_argument("--out", default="docs/benchmarks", help="where plots go (plots)")
     bench.add_argument("--docker-host")
     bench.add_argument("--json", metavar="PATH", help="also write the JSON result here")
     bench.set_defaults(func=_cmd_bench)

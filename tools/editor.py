@@ -13,11 +13,14 @@ rename in the agent), so a file is never left half-written.
 from __future__ import annotations
 
 import posixpath
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, ToolResult
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox.base import FileStat
 
 SNIPPET_LINES = 4
 MAX_RESPONSE_LEN = 16000
@@ -54,6 +57,7 @@ def make_output(
 
 
 class FileEditorTool(AgenticBaseTool):
+    _stats: dict[str, FileStat | None]
     name: ClassVar[str] = "str_replace_editor"
     description: ClassVar[str] = (
         "Custom editing tool for viewing, creating and editing files.\n"
@@ -132,6 +136,7 @@ class FileEditorTool(AgenticBaseTool):
 
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         command: str = args["command"]
+        self._stats = {}  # this call's stats: one RPC per path
         path = await self._validate_path(command, args["path"], ctx)
         if command == "view":
             return await self._view(path, args.get("view_range"), ctx)
@@ -178,6 +183,7 @@ class FileEditorTool(AgenticBaseTool):
             st = await sandbox.stat(path)
         except FileNotFoundError:
             st = None
+        self._stats[path] = st
         if st is not None and root is not None and st.realpath and not _inside(st.realpath, root):
             raise ToolError(
                 f"The path {path} resolves to {st.realpath}, outside the workspace {root} "
@@ -223,10 +229,15 @@ class FileEditorTool(AgenticBaseTool):
 
     # ---- file content
 
+    async def _stat(self, path: str, ctx: ToolContext) -> FileStat:
+        """The stat taken when the path was validated in this call, else a fresh one."""
+        st = getattr(self, "_stats", {}).pop(path, None)
+        return st if st is not None else await ctx.require_sandbox().stat(path)
+
     async def _read(self, path: str, ctx: ToolContext) -> tuple[str, bytes]:
         cfg: EditorConfig = self.settings
         sandbox = ctx.require_sandbox()
-        st = await sandbox.stat(path)
+        st = await self._stat(path, ctx)
         if st.size > cfg.max_file_size:
             raise ToolError(
                 f"The file {path} is too large ({st.size} bytes; the limit is "
@@ -262,7 +273,7 @@ class FileEditorTool(AgenticBaseTool):
     async def _view(self, path: str, view_range: list[int] | None, ctx: ToolContext) -> ToolResult:
         cfg: EditorConfig = self.settings
         sandbox = ctx.require_sandbox()
-        st = await sandbox.stat(path)
+        st = await self._stat(path, ctx)
         if st.type == "directory":
             if view_range:
                 raise ToolError(
@@ -276,6 +287,7 @@ class FileEditorTool(AgenticBaseTool):
                 f"excluding hidden items:\n{listing}\n",
                 data={"entries": [e.path for e in entries]},
             )
+        self._stats[path] = st  # _read below needs it again
         content, _raw = await self._read(path, ctx)
         init_line = 1
         if view_range is not None:

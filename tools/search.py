@@ -130,9 +130,15 @@ class SearchTool(AgenticBaseTool):
             else 0,
             cap=max(limit, 1000) * 10,
         )
-        matches = await self._matches(sandbox, query)
         if command == "search_dir":
-            return self._render_dir(pattern, path, matches, limit)
+            if await self._use_rg(sandbox):  # counts only: no per-match JSON to parse
+                counts = await self._rg_counts(sandbox, query)
+            else:
+                counts = {}
+                for m in (await self._matches(sandbox, query))[0]:
+                    counts[m.path] = counts.get(m.path, 0) + 1
+            return self._render_dir(pattern, path, counts, limit)
+        matches = await self._matches(sandbox, query)
         if command == "search_file":
             return self._render_file(pattern, path, matches, limit)
         return self._render_grep(pattern, path, matches, limit)
@@ -169,8 +175,9 @@ class SearchTool(AgenticBaseTool):
         found.sort(key=lambda m: (m.path, m.line))  # one order, whichever engine ran
         return found, truncated
 
-    async def _rg(self, sandbox: Sandbox, q: Query) -> tuple[list[Match], bool]:
-        argv = ["rg", "--json", "--no-config", "--hidden", "--no-ignore", "--sort", "path"]
+    @staticmethod
+    def _rg_argv(q: Query, *mode: str) -> list[str]:
+        argv = ["rg", *mode, "--no-config", "--hidden", "--no-ignore", "--sort", "path"]
         for excluded in EXCLUDED_DIRS:
             argv += ["--glob", f"!{excluded}"]
         if q.ignore_case:
@@ -181,7 +188,23 @@ class SearchTool(AgenticBaseTool):
             argv += ["--context", str(q.context)]
         for glob in q.include:
             argv += ["--glob", glob]
-        argv += ["-e", q.pattern, "--", q.path]
+        return [*argv, "-e", q.pattern, "--", q.path]
+
+    async def _rg_counts(self, sandbox: Sandbox, q: Query) -> dict[str, int]:
+        """Matching lines per file (``rg --count``; NUL after each path)."""
+        argv = self._rg_argv(q, "--count", "--with-filename", "--null")
+        res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
+        if res.exit_code not in (0, 1):
+            raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
+        counts: dict[str, int] = {}
+        for line in res.stdout.splitlines():
+            name, sep, number = line.rpartition("\0")
+            if sep and number.isdigit():
+                counts[name] = int(number)
+        return counts
+
+    async def _rg(self, sandbox: Sandbox, q: Query) -> tuple[list[Match], bool]:
+        argv = self._rg_argv(q, "--json")
         res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
         if res.exit_code not in (0, 1):
             raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
@@ -242,12 +265,8 @@ class SearchTool(AgenticBaseTool):
         )
 
     def _render_dir(
-        self, pattern: str, path: str, found: tuple[list[Match], bool], limit: int
+        self, pattern: str, path: str, counts: dict[str, int], limit: int
     ) -> ToolResult:
-        matches, _truncated = found
-        counts: dict[str, int] = {}
-        for m in matches:
-            counts[m.path] = counts.get(m.path, 0) + 1
         if not counts:
             return ToolResult(
                 success=True,

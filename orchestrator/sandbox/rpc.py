@@ -260,6 +260,9 @@ class RpcClient:
             fut.set_result(msg.get("result"))
 
     async def _on_eof(self) -> None:
+        if self._closed is not None:  # we closed it: nothing to diagnose (no inspect call)
+            self._fail_pending(self._closed)
+            return
         reason = "the agent's stream ended"
         if self._diagnose is not None:
             try:
