@@ -1,15 +1,15 @@
 """The Docker Engine API calls of a sandbox's life (create, attach, start, remove) over the
-local unix socket with ``http.client``.
+local unix socket, as plain HTTP/1.1.
 
 docker-py's ``APIClient`` goes through requests/urllib3, ~1 ms of CPU per call (prepare,
 adapters, hooks); these four calls are every trajectory's fixed cost, so at 64 sandboxes and a
-few tool calls each they were a large share of the orchestrator's CPU. docker-py still builds
+few tool calls each they were a large share of the orchestrator's CPU (``http.client`` was
+better, but its header parsing goes through the email package). docker-py still builds
 the container and host configs, and handles every other call (inspect, logs, kill, gc).
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from typing import Any
@@ -23,18 +23,6 @@ class DockerHTTPError(Exception):
         super().__init__(f"{status}: {message}")
         self.status = status
         self.message = message
-
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
 
 
 def unix_socket_path(base_url: str) -> str | None:
@@ -51,23 +39,92 @@ class DockerHTTP:
         self.path = path
         self.prefix = f"/v{version}"
         self.timeout = timeout
-        self._conn: _UnixConnection | None = None
+        self._sock: socket.socket | None = None
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.path)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _request(self, method: str, url: str, body: Any = None) -> tuple[int, bytes]:
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
+        data = json.dumps(body).encode() if body is not None else b""
+        head = f"{method} {self.prefix}{url} HTTP/1.1\r\nHost: docker\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        head += f"Content-Length: {len(data)}\r\n\r\n"
         for attempt in (1, 2):  # a keep-alive connection the daemon closed: reconnect once
-            if self._conn is None:
-                self._conn = _UnixConnection(self.path, self.timeout)
+            fresh = self._sock is None
+            if self._sock is None:
+                self._sock = self._connect()
             try:
-                self._conn.request(method, self.prefix + url, body=data, headers=headers)
-                response = self._conn.getresponse()
-                return response.status, response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._sock.sendall(head.encode() + data)
+                status, payload, keep = self._response(self._sock)
+            except (ConnectionError, EOFError):
                 self.close()
-                if attempt == 2:
+                if fresh or attempt == 2:
                     raise
+                continue
+            if not keep:
+                self.close()
+            return status, payload
         raise AssertionError("unreachable")
+
+    def _response(self, sock: socket.socket) -> tuple[int, bytes, bool]:
+        """Status, body and keep-alive of one HTTP/1.1 response (Content-Length or chunked)."""
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError("the daemon closed the connection")
+            buf += chunk
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        keep = headers.get("connection", "").lower() != "close"
+        if status in (204, 304) or 100 <= status < 200:
+            return status, b"", keep
+        if "content-length" in headers:
+            size = int(headers["content-length"])
+            while len(rest) < size:
+                chunk = sock.recv(max(65536, size - len(rest)))
+                if not chunk:
+                    raise EOFError("the daemon closed the connection mid-body")
+                rest += chunk
+            return status, rest[:size], keep
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in rest:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise EOFError("the daemon closed the connection mid-body")
+                    rest += chunk
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                while len(rest) < size + 2:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise EOFError("the daemon closed the connection mid-body")
+                    rest += chunk
+                if size == 0:
+                    return status, body, keep
+                body += rest[:size]
+                rest = rest[size + 2 :]
+        # no length: the body runs to the end of the connection
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return status, rest, False
+            rest += chunk
 
     @staticmethod
     def _message(payload: bytes) -> str:
@@ -131,6 +188,6 @@ class DockerHTTP:
         return sock
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
