@@ -348,3 +348,41 @@ async def test_duplicate_of_running_request_gets_one_execution(sandbox: Any, scr
     b = asyncio.create_task(sandbox.rpc.call("session.run", params, request_id=rid))
     await asyncio.gather(a, b, return_exceptions=True)
     assert (await sandbox.run(f"wc -l < {scratch}/once2")).output == "1\n"
+
+
+def test_timeout_interrupts_even_when_sigint_was_ignored_by_the_parent() -> None:
+    """An orchestrator started as a background job (SIGINT ignored) or from a thread with
+    SIGINT blocked passes that on to the local agent and its bash, and bash cannot trap an
+    ignored signal: the agent resets both, so a timeout still stops the command line."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import asyncio\n"
+        "from orchestrator.sandbox.local import LocalSandboxConfig\n"
+        "async def main():\n"
+        "    async with LocalSandboxConfig().build() as sb:\n"
+        "        r = await sb.run('echo before; sleep 1000 | cat; echo never', timeout=1)\n"
+        "        print(repr(r.output), r.timed_out)\n"
+        "asyncio.run(main())\n"
+    )
+    for setup in ("ignore", "block"):
+
+        def prepare(how: str = setup) -> None:
+            if how == "ignore":
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            else:
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            preexec_fn=prepare,  # the test is about the inherited signal state
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "before" in out.stdout and "never" not in out.stdout, (setup, out.stdout)
+        assert out.stdout.strip().endswith("True")

