@@ -334,6 +334,8 @@ class TokenLLMClient:
             params["max_tokens"] = min(params.get("max_tokens", remaining), remaining)
         if "temperature" in sampling and "temperature" not in self.sampling_params:
             params["temperature"] = sampling["temperature"]
+        if sampling.get("stop"):  # ReAct's "\nObservation:"; hermes stops at end of turn
+            params["stop"] = list(sampling["stop"])
         prompt = self.ledger.all_ids
         out = await self._generate(self.request_id, prompt, params)
         ids = [int(i) for i in out.token_ids]

@@ -676,3 +676,60 @@ def test_example_grpo_config_composes_against_verl_schema() -> None:
     from orchestrator.verl_integration import VerlLoopSettings
 
     VerlLoopSettings.model_validate(loops[0]["agentic"])  # the example's settings are valid
+
+
+async def test_token_client_budget_params_and_bad_server_replies(tokenizer: Any) -> None:
+    from orchestrator.exceptions import TokenBudgetExceeded
+    from orchestrator.tokens import TemplateMerger, TokenLLMClient, TokenOutput
+
+    seen: list[dict[str, Any]] = []
+    replies: list[TokenOutput] = []
+
+    async def generate(rid: str, prompt: list[int], params: dict[str, Any]) -> TokenOutput:
+        seen.append(params)
+        return replies.pop(0)
+
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    client = TokenLLMClient(
+        generate,
+        tokenizer,
+        TemplateMerger(tokenizer),
+        budget=12,
+        sampling_params={"temperature": 1.0},
+    )
+    messages = [{"role": "user", "content": "hi"}]
+    # a server that ignores max_tokens is clipped to the budget
+    replies.append(
+        TokenOutput(
+            _ids(
+                tokenizer, "one two three four five six seven eight nine ten eleven twelve thirteen"
+            ),
+            None,
+        )
+    )
+    r = await client.generate(messages, max_tokens=50, temperature=0.1, stop=["\nObservation:"])
+    assert seen[0] == {"temperature": 1.0, "max_tokens": 12, "stop": ["\nObservation:"]}
+    assert len(client.ledger.response_ids) == 12 and r.finish_reason == "length"
+    messages.append({"role": "assistant", "content": r.content})
+    messages.append({"role": "tool", "content": "obs"})
+    with pytest.raises(TokenBudgetExceeded, match="budget of 12 tokens"):
+        await client.generate(messages)
+    assert client.ledger.to_dict()["truncated"] is True
+    assert len(client.ledger.to_dict()["response_ids"]) == 12
+
+    # ids and logprobs of different lengths, and a rewritten conversation, are refused
+    bad = TokenLLMClient(generate, tokenizer, TemplateMerger(tokenizer))
+    replies.append(TokenOutput([im_end, im_end], [-0.1]))
+    with pytest.raises(TokenizationError, match="2 token ids but 1 logprobs"):
+        await bad.generate([{"role": "user", "content": "hi"}])
+    ok = TokenLLMClient(generate, tokenizer, TemplateMerger(tokenizer))
+    replies.append(TokenOutput([*_ids(tokenizer, "yes"), im_end], None))
+    r = await ok.generate([{"role": "user", "content": "hi"}])
+    with pytest.raises(TokenizationError, match="changed earlier messages"):
+        await ok.generate(
+            [
+                {"role": "user", "content": "HI"},
+                {"role": "assistant", "content": r.content},
+                {"role": "tool", "content": "x"},
+            ]
+        )
