@@ -38,7 +38,7 @@ fi
 stamp=".venv/.agentic-installed"
 want=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "creating .venv and installing agentic-rollout[dev]"
+  log "creating .venv and installing agentic-rollout[dev,local-llm,verl] (CPU torch first)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip </dev/null
   # torch first, from the machine's local CPU wheel: the verl extra would otherwise pull the
