@@ -28,6 +28,18 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def docker_exec(api: Any, container_id: str, cmd: str) -> tuple[float, bytes]:
+    """Seconds and output of one ``docker exec`` of ``bash -c cmd`` (create + start +
+    inspect, as harnesses that shell out per call pay it); it must exit 0."""
+    t0 = time.perf_counter()
+    exec_id = api.exec_create(container_id, ["bash", "-c", cmd])["Id"]
+    data: bytes = api.exec_start(exec_id)
+    code = api.exec_inspect(exec_id)["ExitCode"]
+    elapsed = time.perf_counter() - t0
+    assert code == 0, (cmd, code)
+    return elapsed, data
+
+
 def _raw_create_start(config: DockerSandboxConfig) -> float:
     """Seconds for a plain create+start with the same image and limits (then removed)."""
     api = docker_api(config.docker_host)
@@ -157,13 +169,10 @@ async def _measure(
     """Per-call seconds by (system, size); systems interleaved round by round."""
     out: dict[tuple[str, str], list[float]] = {}
 
-    def docker_exec(cmd: str) -> float:
-        t0 = time.perf_counter()
-        exec_id = api.exec_create(sandbox.container_id, ["bash", "-c", cmd])["Id"]
-        data = api.exec_start(exec_id)
-        code = api.exec_inspect(exec_id)["ExitCode"]
-        elapsed = time.perf_counter() - t0
-        assert code == 0 and (cmd != BIG or len(data) == 1_000_000), (code, len(data))
+    def exec_once(cmd: str) -> float:
+        assert sandbox.container_id is not None
+        elapsed, data = docker_exec(api, sandbox.container_id, cmd)
+        assert cmd != BIG or len(data) == 1_000_000, len(data)
         return elapsed
 
     async def ours(cmd: str) -> float:
@@ -183,7 +192,7 @@ async def _measure(
     async def one_round(size: str, cmd: str, ours_n: int) -> None:
         for _ in range(ours_n):
             out.setdefault(("rpc", size), []).append(await ours(cmd))
-        out.setdefault(("exec", size), []).append(await asyncio.to_thread(docker_exec, cmd))
+        out.setdefault(("exec", size), []).append(await asyncio.to_thread(exec_once, cmd))
         if swerex is not None:
             out.setdefault(("swerex_session", size), []).append(
                 await timed(swerex.run_in_session(cmd), cmd)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.rpc import _p
+from bench.rpc import _p, docker_exec
 from orchestrator.sandbox.docker import DockerSandbox, DockerSandboxConfig, docker_api
 from tools.base import ToolContext
 from tools.registry import default_registry
@@ -114,13 +114,9 @@ async def run(
         base_t: dict[str, list[float]] = {op: [] for op in ops}
         sizes: dict[str, int] = {}
 
-        def docker_exec(cmd: str) -> float:
-            t0 = time.perf_counter()
-            exec_id = api.exec_create(sandbox.container_id, ["bash", "-c", cmd])["Id"]
-            api.exec_start(exec_id)
-            code = api.exec_inspect(exec_id)["ExitCode"]
-            assert code == 0, (cmd, code)
-            return time.perf_counter() - t0
+        def exec_once(cmd: str) -> float:
+            assert sandbox.container_id is not None
+            return docker_exec(api, sandbox.container_id, cmd)[0]
 
         try:
             n = value = 0
@@ -134,7 +130,7 @@ async def run(
                     sizes[op] = len(result.observation())
                     value += op == "str_replace"
                     n += 1
-                    base = await asyncio.to_thread(docker_exec, _fill(shell, n, value))
+                    base = await asyncio.to_thread(exec_once, _fill(shell, n, value))
                     value += op == "str_replace"
                     if i > 0:
                         tool_t[op].append(elapsed)

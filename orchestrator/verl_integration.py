@@ -42,6 +42,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f"import failed: {exc}"
     ) from exc
 
+from agents.base import _jsonable
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
 from orchestrator.store import TrajectoryStore
@@ -217,14 +218,6 @@ def _known_family(hf_model_type: str | None) -> bool:
     from verl.utils.tokenizer.continuous_token_wiring import _MODEL_TYPE_TO_FAMILY
 
     return bool(hf_model_type) and hf_model_type in _MODEL_TYPE_TO_FAMILY
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return value
 
 
 #: one store per file in this process (VERL builds a loop object per sample; a second store

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.base import ExecResult, Sandbox
 from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, ToolResult
 
 COMMANDS = ("search_dir", "search_file", "find_file", "grep")
@@ -190,12 +190,17 @@ class SearchTool(AgenticBaseTool):
             argv += ["--glob", glob]
         return [*argv, "-e", q.pattern, "--", q.path]
 
+    @staticmethod
+    async def _run_rg(sandbox: Sandbox, argv: list[str]) -> ExecResult:
+        res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
+        if res.exit_code not in (0, 1):  # 1: no match
+            raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
+        return res
+
     async def _rg_counts(self, sandbox: Sandbox, q: Query) -> dict[str, int]:
         """Matching lines per file (``rg --count``; NUL after each path)."""
         argv = self._rg_argv(q, "--count", "--with-filename", "--null")
-        res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
-        if res.exit_code not in (0, 1):
-            raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
+        res = await self._run_rg(sandbox, argv)
         counts: dict[str, int] = {}
         for line in res.stdout.splitlines():
             name, sep, number = line.rpartition("\0")
@@ -205,9 +210,7 @@ class SearchTool(AgenticBaseTool):
 
     async def _rg(self, sandbox: Sandbox, q: Query) -> tuple[list[Match], bool]:
         argv = self._rg_argv(q, "--json")
-        res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
-        if res.exit_code not in (0, 1):
-            raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
+        res = await self._run_rg(sandbox, argv)
         matches: list[Match] = []
         before: list[str] = []
         last: Match | None = None

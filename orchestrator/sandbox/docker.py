@@ -248,10 +248,7 @@ class DockerSandbox(Sandbox):
         try:
             self.container_id = api.create_container_from_config(container_config, self.name)["Id"]
         except docker.errors.ImageNotFound as exc:
-            raise SandboxStartError(
-                f"image {cfg.image!r} not found locally and cannot be pulled here; build it "
-                f"(agentic-rollout build-images) or pass an existing image: {exc.explanation}"
-            ) from exc
+            raise SandboxStartError(self._image_missing(exc.explanation)) from exc
         except docker.errors.APIError as exc:
             raise SandboxStartError(
                 f"{self.describe()}: create failed: {exc.explanation or exc}"
@@ -270,18 +267,14 @@ class DockerSandbox(Sandbox):
     def _create_and_attach_http(
         self, path: str, version: str, container_config: dict[str, Any]
     ) -> socket.socket:
-        """The same calls over the socket with http.client (see docker_http)."""
+        """The same calls as plain HTTP on the socket (see docker_http)."""
         self._http = http = DockerHTTP(path, version)
         t0 = time.perf_counter()
         try:
             self.container_id = http.create(container_config, self.name)
         except DockerHTTPError as exc:
             if exc.status == 404 and "image" in exc.message.lower():
-                raise SandboxStartError(
-                    f"image {self.config.image!r} not found locally and cannot be pulled here; "
-                    "build it (agentic-rollout build-images) or pass an existing image: "
-                    f"{exc.message}"
-                ) from exc
+                raise SandboxStartError(self._image_missing(exc.message)) from exc
             raise SandboxStartError(f"{self.describe()}: create failed: {exc.message}") from exc
         try:
             self._attach_sock = sock = http.attach(self.container_id)
@@ -290,6 +283,12 @@ class DockerSandbox(Sandbox):
             raise SandboxStartError(self._start_failure(exc)) from exc
         self.raw_start_seconds = time.perf_counter() - t0
         return sock
+
+    def _image_missing(self, detail: object) -> str:
+        return (
+            f"image {self.config.image!r} not found locally and cannot be pulled here; build it "
+            f"(agentic-rollout build-images) or pass an existing image: {detail}"
+        )
 
     def _start_failure(self, exc: Exception) -> str:
         text = str(getattr(exc, "explanation", None) or exc)

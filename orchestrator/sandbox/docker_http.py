@@ -156,10 +156,8 @@ class DockerHTTP:
     def attach(self, container_id: str) -> socket.socket:
         """The container's stdin/stdout/stderr as a hijacked stream (stdout and stderr
         multiplexed in 8-byte-header frames, as ``docker attach`` without a TTY)."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
+        sock = self._connect()
         try:
-            sock.connect(self.path)
             query = "stdin=1&stdout=1&stderr=1&stream=1"
             request = (
                 f"POST {self.prefix}/containers/{quote(container_id)}/attach?{query} HTTP/1.1\r\n"
