@@ -27,9 +27,30 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}" </dev/null >/dev/null
 fi
 
+# dockerd keeps its data on a btrfs loop filesystem: Docker's btrfs storage driver enforces a
+# per-container disk limit (`--storage-opt size=`, btrfs qgroups), which overlay2 cannot do on
+# this kernel (no XFS/ext4 project quotas). An engine that is already running is used as it is.
+docker_root=/var/lib/agentic-docker
+docker_img=/var/lib/agentic-docker.btrfs
 if ! docker info >/dev/null 2>&1; then
-  log "starting dockerd (--bridge=none --iptables=false --ip-forward=false)"
-  nohup dockerd --bridge=none --iptables=false --ip-forward=false \
+  if ! command -v mkfs.btrfs >/dev/null; then
+    log "apt-get install btrfs-progs"
+    apt-get update -q </dev/null >/dev/null
+    apt-get install -y -q btrfs-progs </dev/null >/dev/null
+  fi
+  if ! mountpoint -q "$docker_root"; then
+    if [ ! -f "$docker_img" ]; then
+      log "creating a 60 GiB sparse btrfs filesystem for dockerd at $docker_img"
+      truncate -s 60G "$docker_img"
+      mkfs.btrfs -q "$docker_img"
+    fi
+    mkdir -p "$docker_root"
+    mount -o loop "$docker_img" "$docker_root"
+  fi
+  btrfs quota enable "$docker_root" 2>/dev/null || true
+  log "starting dockerd (btrfs at $docker_root, --bridge=none --iptables=false --ip-forward=false)"
+  nohup dockerd --data-root "$docker_root" --storage-driver btrfs \
+    --bridge=none --iptables=false --ip-forward=false \
     >/var/log/agentic-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -n 20 /var/log/agentic-dockerd.log; log "dockerd did not start"; exit 1; }
