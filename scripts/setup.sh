@@ -47,7 +47,11 @@ if ! docker info >/dev/null 2>&1; then
     mkdir -p "$docker_root"
     mount -o loop "$docker_img" "$docker_root"
   fi
-  btrfs quota enable "$docker_root" 2>/dev/null || true
+  # simple quotas: classic qgroups walk shared extents on every container removal (minutes,
+  # dockerd stalled); squota needs Linux >= 6.7 - older kernels fall back to classic qgroups
+  python3 scripts/btrfs_squota.py "$docker_root" \
+    || { log "simple btrfs quotas unavailable (kernel < 6.7?): classic qgroups, slow removals"; \
+         btrfs quota enable "$docker_root"; }
   log "starting dockerd (btrfs at $docker_root, --bridge=none --iptables=false --ip-forward=false)"
   nohup dockerd --data-root "$docker_root" --storage-driver btrfs \
     --bridge=none --iptables=false --ip-forward=false \
