@@ -10,6 +10,12 @@ In one process, one run, one image:
 
 (a) and (b) are interleaved in rounds, and so are the two halves of (c), so drift in machine
 load affects both sides alike. Also reports the agent's RSS in an idle sandbox.
+
+(d) system-wide CPU (``bench/sysstat.py``: the whole machine's CPU from ``/proc/stat``, split
+    into orchestrator / engine / sandboxes / rest) per trivial call in a sandbox, and per
+    sandbox life cycle (create -> first call -> removed) beside a raw ``create+start+rm -f``
+    of the same image. These windows run alone, one after the other: on an otherwise idle
+    machine everything the machine did in them is the work measured.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import statistics
 import time
 from typing import Any
 
+from bench import sysstat
 from orchestrator.sandbox.docker import DockerSandbox, DockerSandboxConfig, docker_api
 
 
@@ -41,7 +48,8 @@ def docker_exec(api: Any, container_id: str, cmd: str) -> tuple[float, bytes]:
 
 
 def _raw_create_start(config: DockerSandboxConfig) -> float:
-    """Seconds for a plain create+start with the same image and limits (then removed)."""
+    """Seconds for a plain create+start with the same image and limits (then removed:
+    ``docker run`` + ``rm -f``, the raw life cycle the system-wide CPU figure compares to)."""
     api = docker_api(config.docker_host)
     probe = config.build()  # same host config as a real sandbox
     try:
@@ -116,6 +124,7 @@ async def run(
         finally:
             api.close()
         rss_after = (await sandbox.info()).get("rss_bytes")
+        system_cpu = await _system_cpu(sandbox, config, calls=calls, cycles=starts)
 
     result: dict[str, Any] = {
         "image": image,
@@ -128,6 +137,7 @@ async def run(
         "agent_rss_after_calls_mb": rss_after / 2**20 if rss_after else None,
     }
     result["ready_ratio"] = result["ready_ms"] / result["raw_start_ms"]
+    result.update(system_cpu)
     for (system, size), values in timings.items():
         key = f"{system}_{size}"
         result[f"{key}_calls"] = len(values)
@@ -150,6 +160,39 @@ async def run(
             )
             result[f"swerex_exec_speedup{suffix}"] = result[f"swerex_exec_{size}_p50_ms"] / base
     return result
+
+
+async def _system_cpu(
+    sandbox: DockerSandbox, config: DockerSandboxConfig, *, calls: int, cycles: int
+) -> dict[str, Any]:
+    """System-wide CPU per trivial call and per life cycle (ours vs raw), with the split."""
+    if not sysstat.available():
+        return {}
+    out: dict[str, Any] = {}
+    with sysstat.SystemMeter() as per_call:
+        for _ in range(calls):
+            await sandbox.run(TRIVIAL)
+    assert per_call.split is not None
+    for key, value in per_call.split.per(calls).items():
+        out[f"sys_call_{key}"] = value
+
+    async def ours() -> None:
+        async with config.build() as fresh:
+            await fresh.run(TRIVIAL)
+
+    with sysstat.SystemMeter() as life:
+        for _ in range(cycles):
+            await ours()
+    with sysstat.SystemMeter() as raw:
+        for _ in range(cycles):
+            await asyncio.to_thread(_raw_create_start, config)
+    assert life.split is not None and raw.split is not None
+    for key, value in life.split.per(cycles).items():
+        out[f"sys_life_{key}"] = value
+    for key, value in raw.split.per(cycles).items():
+        out[f"sys_raw_life_{key}"] = value
+    out["sys_life_ratio"] = out["sys_life_total_ms"] / max(1e-9, out["sys_raw_life_total_ms"])
+    return out
 
 
 TRIVIAL = "true"
@@ -219,6 +262,20 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"rpc_1mb_p50_ms={result['rpc_1mb_p50_ms']:.2f} exec_1mb_p50_ms="
         f"{result['exec_1mb_p50_ms']:.2f} speedup_1mb={result['speedup_1mb']:.2f}",
     ]
+    if "sys_call_total_ms" in result:
+        lines.append(
+            "system-wide CPU per trivial call: "
+            + " ".join(
+                f"{k}={result[f'sys_call_{k}_ms']:.3f}"
+                for k in ("total", "orchestrator", "engine", "sandboxes", "rest")
+            )
+            + " (ms)"
+        )
+        lines.append(
+            f"system-wide CPU per life cycle: ours={result['sys_life_total_ms']:.1f} ms "
+            f"raw create+start+rm={result['sys_raw_life_total_ms']:.1f} ms "
+            f"sys_life_ratio={result['sys_life_ratio']:.3f}"
+        )
     last = (
         f"rpc_p50_ms={result['rpc_p50_ms']:.3f} exec_p50_ms={result['exec_p50_ms']:.3f} "
         f"speedup={result['speedup']:.2f} ready_ms={result['ready_ms']:.1f} "

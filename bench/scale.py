@@ -11,11 +11,15 @@ call (user + system time of this process over the level, divided by its tool cal
 simulation is a sleep, so this is our overhead - agent loop, tools, RPC, Docker API calls to
 start and remove sandboxes), peak host memory above the baseline, memory per sandbox (cgroup
 usage of the containers at the busiest sample), and containers left afterwards (must be 0).
+It also reports the whole machine's CPU per tool call (``bench/sysstat.py``) and where it went:
+orchestrator / engine (dockerd, containerd, shims) / sandboxes (containers' cgroups) / rest
+(kernel, short-lived helpers, anything else running).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -25,6 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench import sysstat
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.llm import LLMResponse, ToolCall
 from orchestrator.runner import AgenticRollout
@@ -170,8 +175,10 @@ async def _level(
     tasks = [{"id": f"s{i}", "prompt": "fix add()"} for i in range(trajectories)]
     cpu0, t0 = _cpu(), time.perf_counter()
     watcher = asyncio.create_task(sampler())
+    meter = sysstat.SystemMeter()
     try:
-        summary = await rollout.run(tasks)
+        with meter if sysstat.available() else contextlib.nullcontext():
+            summary = await rollout.run(tasks)
     finally:
         stop.set()
         await watcher
@@ -191,7 +198,11 @@ async def _level(
         for s in t.steps
         if s.step_type == StepType.TOOL_RESULT and s.duration
     ]
+    system = {}
+    if meter.split is not None:
+        system = {f"sys_{k}_per_tool_call": v for k, v in meter.split.per(calls).items()}
     return {
+        **system,
         "concurrency": concurrency,
         "trajectories": len(trajs),
         "completed": sum(1 for t in trajs if t.status.value == "completed"),
@@ -253,6 +264,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"mem_per_sandbox_mb={lv['mem_per_sandbox_mb'] or 0:.1f} "
             f"completed={lv['completed']}/{lv['trajectories']} leaked={lv['leaked']}"
         )
+        if "sys_total_ms_per_tool_call" in lv:
+            lines.append(
+                "  system-wide CPU per tool call (ms): "
+                + " ".join(
+                    f"{k}={lv[f'sys_{k}_ms_per_tool_call']:.3f}"
+                    for k in ("total", "orchestrator", "engine", "sandboxes", "rest")
+                )
+            )
     top = result["levels"][-1]
     lines.append(
         f"max_concurrency={top['concurrency']} traj_per_min={top['trajectories_per_min']:.1f} "

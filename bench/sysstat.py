@@ -1,0 +1,166 @@
+"""System-wide CPU accounting for the benchmarks: where did the machine's CPU go?
+
+A tool call costs CPU in many processes, not only ours: the orchestrator, dockerd and
+containerd (API calls, the attach proxy), the containerd shims, the sandbox's own processes
+(agent, bash, the command) and the kernel. ``SystemMeter`` measures a window of work and
+splits the machine's CPU time (``/proc/stat``: everything but idle/iowait/steal) into:
+
+- ``orchestrator``: this process (``/proc/self/stat`` utime+stime, all threads);
+- ``engine``: dockerd, containerd and the containerd shims, read from ``/proc/<pid>/stat``.
+  Shims come and go with containers, so a background thread samples them and keeps the last
+  value seen of each one that exited (what a shim burns between its last sample and its exit
+  is missed: at most one sampling interval per sandbox);
+- ``sandboxes``: the containers' cgroup (cgroup v1 ``cpuacct/docker/cpuacct.usage``, v2
+  ``docker/cpu.stat`` or ``system.slice``): a parent cgroup's counter keeps what removed
+  children used, so sandboxes removed during the window count;
+- ``rest``: the remainder - kernel work outside those (softirqs, the filesystem), short-lived
+  helpers such as ``runc`` and other processes on the machine. On a busy machine the
+  other processes land here: run benchmarks on an otherwise idle machine.
+
+Linux only; on other systems ``available()`` is False and the benches leave these figures out.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_ENGINE_NAMES = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
+#: cgroup counters (nanoseconds for v1 cpuacct.usage, microseconds for v2 usage_usec)
+_CGROUP_V1 = (
+    Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage"),
+    Path("/sys/fs/cgroup/cpu,cpuacct/docker/cpuacct.usage"),
+)
+_CGROUP_V2 = (Path("/sys/fs/cgroup/docker/cpu.stat"), Path("/sys/fs/cgroup/system.slice/cpu.stat"))
+
+
+def available() -> bool:
+    return Path("/proc/stat").exists() and Path("/proc/self/stat").exists()
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent doing anything (all cores, since boot)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    values = [int(v) for v in fields]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already
+    # counted in user/nice
+    busy = values[0] + values[1] + values[2] + values[5] + values[6]
+    return busy / _CLK_TCK
+
+
+def _proc_cpu(pid: int | str) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # the command name may contain spaces and parentheses: fields start after the last ")"
+    fields = data[data.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _proc_name(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _engine_pids() -> list[str]:
+    return [p for p in os.listdir("/proc") if p.isdigit() and _proc_name(p) in _ENGINE_NAMES]
+
+
+def sandboxes_cpu_seconds() -> float | None:
+    """Cumulative CPU seconds of all Docker containers' cgroups, or None when not found."""
+    for path in _CGROUP_V1:
+        if path.exists():
+            return int(path.read_text()) / 1e9
+    for path in _CGROUP_V2:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
+    return None
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPU seconds of one measured window, whole machine and by where it went."""
+
+    wall: float
+    total: float
+    orchestrator: float
+    engine: float
+    sandboxes: float
+    rest: float
+
+    def per(self, n: int) -> dict[str, float]:
+        """Milliseconds per unit of work (a tool call, a sandbox life cycle)."""
+        n = max(1, n)
+        return {
+            "total_ms": self.total / n * 1000,
+            "orchestrator_ms": self.orchestrator / n * 1000,
+            "engine_ms": self.engine / n * 1000,
+            "sandboxes_ms": self.sandboxes / n * 1000,
+            "rest_ms": self.rest / n * 1000,
+        }
+
+
+class SystemMeter:
+    """Measure one window: ``with SystemMeter() as m: ...`` then ``m.split``."""
+
+    def __init__(self, sample_interval: float = 0.2) -> None:
+        self.sample_interval = sample_interval
+        self._engine_start: dict[str, float] = {}
+        self._engine_last: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._started = False
+        self.split: CpuSplit | None = None
+
+    def _sample_engine(self) -> None:
+        for pid in _engine_pids():
+            cpu = _proc_cpu(pid)
+            if cpu is None:
+                continue
+            with self._lock:
+                # a shim first seen inside the window started inside it: all its CPU counts
+                self._engine_start.setdefault(pid, cpu if not self._started else 0.0)
+                self._engine_last[pid] = cpu
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.sample_interval):
+            self._sample_engine()
+
+    def __enter__(self) -> SystemMeter:
+        self._sample_engine()
+        self._started = True
+        self._t0 = time.perf_counter()
+        self._machine0 = machine_busy_seconds()
+        self._self0 = _proc_cpu("self") or 0.0
+        self._sandboxes0 = sandboxes_cpu_seconds() or 0.0
+        self._thread = threading.Thread(target=self._loop, name="sysstat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample_engine()
+        wall = time.perf_counter() - self._t0
+        total = machine_busy_seconds() - self._machine0
+        orchestrator = (_proc_cpu("self") or 0.0) - self._self0
+        sandboxes = (sandboxes_cpu_seconds() or 0.0) - self._sandboxes0
+        with self._lock:
+            engine = sum(self._engine_last[p] - self._engine_start[p] for p in self._engine_last)
+        rest = total - orchestrator - engine - sandboxes
+        self.split = CpuSplit(wall, total, orchestrator, engine, sandboxes, rest)
