@@ -1,41 +1,75 @@
-"""The agent contract and its loop, readable in one sitting.
+"""The agent contract: six methods and one loop, readable in one sitting.
 
-``await agent.run(task, llm, tools, sandbox)`` -> :class:`Trajectory`. The loop:
+An agent is a :class:`BaseAgent` subclass. Its loop is :meth:`BaseAgent.run_trajectory`, written
+with the six methods of the seed library, which every agent (built-in or yours) shares::
 
-    messages = initial_messages(task)
-    while should_continue(trajectory):
-        response = query(messages)                 # LLM call, retried, timed, recorded
-        decision = format.parse(response)          # final answer | tool calls | format error
-        observe(decision)                          # run tools, append observations
-    finalize(trajectory)
+    async def run_trajectory(self, prompt, llm_generate_func, request_id, **kwargs):
+        trajectory = Trajectory(request_id=request_id)
+        trajectory.add_step(TrajectoryStep(step_type=StepType.OBSERVATION, content=...))
+        while self.should_continue(trajectory):                 # status, answer, max_steps
+            messages = self.format_messages_for_llm(trajectory)  # the exact conversation
+            response = await llm_generate_func(messages)          # retried, timed, counted
+            step = self.parse_llm_output(response)                # tool call | answer | error
+            trajectory.add_step(step)
+            if step.tool_name:
+                result_step = await self.execute_tool_call(
+                    step.tool_name, step.tool_args, trajectory)
+                trajectory.add_step(result_step)
+        self.finalize_trajectory(trajectory)                  # completed | max_steps | error
+        return trajectory
 
-How tool calls are written (ReAct text vs native function calling) is a :class:`ToolFormat`,
-so every agent shares this loop. Tool failures are observations the model reads; LLM failures
-that outlive their retries and sandbox failures end the trajectory with status ``error`` and
-the exception recorded, never an exception out of ``run``.
+The orchestrator (CLI, :class:`~orchestrator.runner.AgenticRollout`, the VERL loop) calls
+:meth:`BaseAgent.run`, which binds one trajectory's sandbox, tools, LLM client and tool format
+to the six methods (through a context variable, so one agent object serves many concurrent
+trajectories), then calls ``run_trajectory``. What it returns is adopted into the stored record.
+
+How tool calls are written (ReAct text, JSON, hermes tags, native function calling) is a
+:class:`ToolFormat`. Tool failures are observations the model reads. LLM failures that outlive
+their retries, sandbox failures and broken agent contracts (:class:`AgentError`: garbage from
+``parse_llm_output``, an exception in ``execute_tool_call``, a loop that ignores ``max_steps``)
+end that trajectory with the error recorded, never an exception out of ``run``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import logging
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.exceptions import ConfigError, LLMError, SandboxError, TokenBudgetExceeded
-from orchestrator.llm import LLMClient, LLMResponse, RetryPolicy, generate_with_retries
+from orchestrator.exceptions import (
+    AgentError,
+    AgenticRolloutError,
+    ConfigError,
+    LLMError,
+    SandboxError,
+    StepLimitExceeded,
+    TokenBudgetExceeded,
+)
+from orchestrator.llm import (
+    LLMClient,
+    LLMResponse,
+    RetryPolicy,
+    coerce_response,
+    generate_with_retries,
+)
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.tasks import Task
-from orchestrator.trajectory import (
-    StepType,
-    Trajectory,
-    TrajectoryStatus,
-    TrajectoryStep,
-)
+from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus, TrajectoryStep
 from tools.base import ToolContext, ToolResult
 from tools.registry import ToolRegistry
+
+log = logging.getLogger(__name__)
+
+#: tool calls allowed per model turn before a loop counts as runaway (native replies may carry
+#: several calls; a loop that calls tools without ever asking the model is bounded by this)
+MAX_CALLS_PER_TURN = 32
 
 
 class AgentConfig(BaseModel):
@@ -96,6 +130,19 @@ class ToolFormat(Protocol):
     def stop(self) -> list[str] | None: ...
 
 
+class ModelReply(str):
+    """What ``llm_generate_func`` returns inside a run: the reply text (a ``str``, as the seed's
+    functions return) that also carries the whole :class:`LLMResponse` (native tool calls,
+    usage, finish reason) in ``.response``, so :meth:`BaseAgent.parse_llm_output` loses nothing."""
+
+    response: LLMResponse
+
+    def __new__(cls, response: LLMResponse) -> ModelReply:
+        reply = super().__new__(cls, response.content or "")
+        reply.response = response
+        return reply
+
+
 def tool_context(task: Task, sandbox: Sandbox | None) -> ToolContext:
     """The tools' view of a task: its sandbox, workspace and extra context (SWE base commit)."""
     return ToolContext(
@@ -106,23 +153,267 @@ def tool_context(task: Task, sandbox: Sandbox | None) -> ToolContext:
     )
 
 
+# ---- one trajectory's bindings
+
+
+@dataclass
+class AgentRun:
+    """What the six methods work with during one trajectory: its task, tools, sandbox, LLM,
+    tool format and the conversation. Held in a context variable by :meth:`BaseAgent.run`."""
+
+    agent: BaseAgent
+    task: Task
+    tools: ToolRegistry
+    ctx: ToolContext
+    fmt: ToolFormat
+    #: the orchestrator's record: usage, retries and timings land here as they happen
+    record: Trajectory
+    messages: list[dict[str, Any]]
+    llm: LLMClient | None = None
+    #: run_trajectory called outside :meth:`BaseAgent.run` (no sandbox, no LLM client)
+    standalone: bool = False
+    #: the trajectory the agent builds (its own object when it makes one, as the seed does)
+    built: Trajectory | None = None
+    llm_calls: int = 0
+    replies: int = 0
+    tool_calls: int = 0
+    format_errors: int = 0
+    #: why the agent gave up (too many consecutive format errors)
+    gave_up: str | None = None
+    #: steps whose messages are already in the conversation (made by the default methods)
+    own: set[int] = field(default_factory=set)
+    #: steps of ``built`` already looked at for the conversation
+    seen: int = 0
+    #: the last reply's tool calls, results and observation texts, not yet in the conversation
+    decision: Decision | None = None
+    results: list[ToolResult] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    more_calls: dict[int, list[TrajectoryStep]] = field(default_factory=dict)
+
+    @property
+    def turn(self) -> int:
+        return max(self.llm_calls, self.replies)
+
+    def note(self, trajectory: Any) -> None:
+        if isinstance(trajectory, Trajectory) and self.built is None:
+            self.built = trajectory
+
+    async def generate(self, messages: list[dict[str, Any]], **kwargs: Any) -> ModelReply:
+        """The ``llm_generate_func`` given to ``run_trajectory``: sampling settings from the
+        agent config, retries, usage and timing recorded, and a hard stop at ``max_steps``."""
+        if self.llm is None:
+            raise ConfigError("this run has no LLM client")
+        limit = self.agent.config.max_steps
+        if self.llm_calls >= limit:
+            raise StepLimitExceeded(
+                f"{type(self.agent).__name__} asked for model turn {self.llm_calls + 1} but "
+                f"max_steps is {limit}: its run_trajectory must stop when should_continue() "
+                "returns False"
+            )
+        self.llm_calls += 1
+        cfg = self.agent.config
+        sampling: dict[str, Any] = {
+            "max_tokens": cfg.max_tokens_per_step,
+            "temperature": cfg.temperature,
+            "stop": self.fmt.stop(),
+        }
+        response_format = getattr(self.fmt, "response_format", None)
+        if response_format is not None:
+            sampling["response_format"] = response_format(self.tools)
+        sampling.update(kwargs)
+        t0 = time.perf_counter()
+        response = await generate_with_retries(
+            self.llm,
+            messages,
+            tools=self.tools.openai_schemas() if self.fmt.native and len(self.tools) else None,
+            policy=cfg.retry,
+            on_retry=self.record.retries.append,
+            **sampling,
+        )
+        self.record.llm_seconds += time.perf_counter() - t0
+        self.record.usage.add(response.usage)
+        self.record.metadata.setdefault("finish_reasons", []).append(response.finish_reason)
+        return ModelReply(response)
+
+    def flush(self, trajectory: Trajectory | None) -> None:
+        """Bring the conversation up to date: the last reply's observations, then any step the
+        agent added itself (rendered as plain user/assistant text)."""
+        if self.decision is not None:
+            self.messages.extend(
+                self.fmt.observation_messages(self.decision, self.results, self.texts)
+            )
+        else:
+            self.messages.extend(
+                {"role": "user", "content": f"Observation: {text}"} for text in self.texts
+            )
+        self.decision, self.results, self.texts = None, [], []
+        if trajectory is None:
+            return
+        for index in range(self.seen, len(trajectory.steps)):
+            step = trajectory.steps[index]
+            if id(step) in self.own or (index == 0 and step.step_type == StepType.OBSERVATION):
+                continue  # ours (already in) or the task prompt (the first user message)
+            message = _plain_message(step)
+            if message is not None:
+                self.messages.append(message)
+        self.seen = len(trajectory.steps)
+
+
+_RUN: ContextVar[AgentRun | None] = ContextVar("agentic_rollout_agent_run", default=None)
+
+
+def _plain_message(step: TrajectoryStep) -> dict[str, Any] | None:
+    kind = step.step_type
+    if kind in (StepType.THOUGHT, StepType.ACTION, StepType.FINAL_ANSWER, StepType.TOOL_CALL):
+        text = step.content or (
+            f"{step.tool_name} {json.dumps(step.tool_args)}" if step.tool_name else ""
+        )
+        return {"role": "assistant", "content": text}
+    if kind == StepType.TOOL_RESULT:
+        return {"role": "user", "content": f"Observation: {step.content}"}
+    return {"role": "user", "content": step.content}
+
+
+def _ended(trajectory: Trajectory) -> bool:
+    """The model answered, or a tool (submit/finish) ended the task."""
+    for step in reversed(trajectory.steps):
+        if step.step_type == StepType.FINAL_ANSWER:
+            return True
+        if step.step_type == StepType.TOOL_RESULT:
+            return bool(step.metadata.get("terminate"))
+        if step.step_type in (StepType.TOOL_CALL, StepType.ERROR):
+            return False
+    return False
+
+
+def submitted_data(trajectory: Trajectory) -> dict[str, Any] | None:
+    """The data of the tool result that ended the task (submit/finish), if one did."""
+    for step in reversed(trajectory.steps):
+        if step.step_type == StepType.TOOL_RESULT and step.metadata.get("terminate"):
+            return step.tool_result if isinstance(step.tool_result, dict) else {}
+    return None
+
+
+# ---- contract checks on subclasses' own methods
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
+def _checked(cls: type, name: str, fn: Any) -> Any:
+    """Wrap a subclass's own contract method so that a wrong return value or an exception from
+    the agent's code becomes an :class:`AgentError` naming the method (the trajectory then ends
+    with that message instead of an AttributeError somewhere later)."""
+    where = f"{cls.__name__}.{name}"
+
+    def wrong(value: Any, expected: str) -> AgentError:
+        return AgentError(f"{where} returned {_describe(value)}; it must return {expected}")
+
+    def check(result: Any) -> Any:
+        if name in ("parse_llm_output", "execute_tool_call") and not isinstance(
+            result, TrajectoryStep
+        ):
+            raise wrong(result, "a TrajectoryStep (with tool_name/tool_args to call a tool)")
+        if name == "format_messages_for_llm" and not (
+            isinstance(result, list) and all(isinstance(m, dict) for m in result)
+        ):
+            raise wrong(result, "a list of chat messages (dicts)")
+        return result
+
+    def reraise(exc: Exception, args: tuple[Any, ...]) -> AgenticRolloutError:
+        if isinstance(exc, AgenticRolloutError):
+            return exc  # ours (sandbox died, LLM failed, a nested contract error): as it is
+        detail = f"({args[0]!r})" if name == "execute_tool_call" and args else ""
+        return AgentError(f"{where}{detail} raised {type(exc).__name__}: {exc}")
+
+    def note(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        run = _RUN.get()
+        if run is not None:
+            for value in (*args, *kwargs.values()):
+                run.note(value)
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            note(args, kwargs)
+            try:
+                result = await fn(self, *args, **kwargs)
+            except Exception as exc:
+                raise reraise(exc, args) from exc
+            return check(result)
+
+        async_wrapper.__agent_checked__ = True  # type: ignore[attr-defined]
+        return async_wrapper
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        note(args, kwargs)
+        try:
+            result = fn(self, *args, **kwargs)
+        except Exception as exc:
+            raise reraise(exc, args) from exc
+        if inspect.isawaitable(result):
+            if name == "execute_tool_call":  # a plain def returning super()'s coroutine
+                return _await_checked(result, check)
+            raise wrong(result, "a value, not a coroutine (the method must not be async)")
+        return check(result)
+
+    wrapper.__agent_checked__ = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+async def _await_checked(awaitable: Any, check: Any) -> Any:
+    return check(await awaitable)
+
+
+_CONTRACT = (
+    "should_continue",
+    "format_messages_for_llm",
+    "parse_llm_output",
+    "execute_tool_call",
+    "finalize_trajectory",
+)
+
+
 class BaseAgent:
-    """Subclasses pick a ``tool_format`` and may override the small methods below."""
+    """Subclass it and override any of the six contract methods (or write your own
+    ``run_trajectory`` with them, as the seed's custom agent does). ``name`` is what trajectories
+    record as ``agent_type``; ``default_tool_format`` picks how tools are offered (ReAct text
+    unless overridden)."""
 
     name: ClassVar[str] = "base"
     default_system_prompt: ClassVar[str] = (
         "You are a helpful assistant that solves tasks step by step."
     )
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__ and cls.name == "base":
+            cls.name = cls.__name__  # a custom agent records its class name as agent_type
+        for method in _CONTRACT:
+            fn = cls.__dict__.get(method)
+            if fn is not None and not getattr(fn, "__agent_checked__", False):
+                setattr(cls, method, _checked(cls, method, fn))
+
     def __init__(
         self, config: AgentConfig | dict[str, Any] | None = None, **overrides: Any
     ) -> None:
         base = config if isinstance(config, AgentConfig) else AgentConfig(**(config or {}))
-        self.config = base.model_copy(update=overrides) if overrides else base
+        if overrides:  # validated like the config itself: a typo is refused, not kept
+            try:
+                base = AgentConfig(**{**base.model_dump(), **overrides})
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"invalid agent settings for {type(self).__name__}: {exc}"
+                ) from exc
+        self.config = base
 
-    # ---- overridable steps
+    # ---- how tools are offered
 
-    def tool_format(self, llm: LLMClient) -> ToolFormat:
+    def tool_format(self, llm: LLMClient | None) -> ToolFormat:
         """The configured format, else the agent's default (:meth:`default_tool_format`)."""
         from agents.formats import HermesFormat, JsonFormat, NativeFormat, ReActFormat
 
@@ -142,8 +433,11 @@ class BaseAgent:
             return NativeFormat()
         return self.default_tool_format(llm)
 
-    def default_tool_format(self, llm: LLMClient) -> ToolFormat:
-        raise NotImplementedError
+    def default_tool_format(self, llm: LLMClient | None) -> ToolFormat:
+        """ReAct text: works with any model, and with ``llm_generate_func`` returning text."""
+        from agents.formats import ReActFormat
+
+        return ReActFormat()
 
     def system_prompt(self, task: Task, tools: ToolRegistry, fmt: ToolFormat) -> str:
         base = task.system_prompt or self.config.system_prompt or self.default_system_prompt
@@ -158,9 +452,6 @@ class BaseAgent:
             return [system, *[dict(m) for m in task.prompt if m.get("role") != "system"]]
         return [system, {"role": "user", "content": task.prompt}]
 
-    def should_continue(self, trajectory: Trajectory) -> bool:
-        return trajectory.status == TrajectoryStatus.RUNNING
-
     def format_observation(self, result: ToolResult) -> str:
         text = result.observation()
         limit = self.config.max_observation_chars
@@ -171,18 +462,251 @@ class BaseAgent:
             )
         return text
 
-    async def finalize(
-        self, trajectory: Trajectory, ctx: ToolContext, result: ToolResult | None
-    ) -> None:
-        """Called once when the model ends the run (final answer or a terminating tool)."""
-        answer = None
-        if result is not None and isinstance(result.data, dict):
-            answer = result.data.get("answer")
+    # ---- the six methods of the contract
+
+    async def run_trajectory(
+        self, prompt: Any, llm_generate_func: Any, request_id: str, **kwargs: Any
+    ) -> Trajectory:
+        """The loop every built-in agent runs. Outside :meth:`run` (called directly, as in the
+        seed) it runs itself through :meth:`run` with ``llm_generate_func`` and the default
+        tools, without a sandbox."""
+        run = _RUN.get()
+        if run is None or run.agent is not self or run.standalone:
+            return await self._run_standalone(prompt, llm_generate_func, request_id, **kwargs)
+        trajectory = self.new_trajectory(prompt, request_id)
+        while self.should_continue(trajectory):
+            messages = self.format_messages_for_llm(trajectory)
+            response = await llm_generate_func(messages)
+            step = self.parse_llm_output(response)
+            trajectory.add_step(step)
+            # a native reply may call several tools: the step, then one more step per call
+            for call in self.reply_calls(step):
+                if call is not step:
+                    trajectory.add_step(call)
+                result_step = await self.execute_tool_call(
+                    call.tool_name or "", call.tool_args, trajectory
+                )
+                trajectory.add_step(result_step)
+                if result_step.metadata.get("terminate"):
+                    break
+        self.finalize_trajectory(trajectory)
+        return trajectory
+
+    def should_continue(self, trajectory: Trajectory) -> bool:
+        """Still running, no answer yet (nor a terminating tool), under ``max_steps`` turns."""
+        run = self._run_for(trajectory)
+        if trajectory.status != TrajectoryStatus.RUNNING or run.gave_up or _ended(trajectory):
+            return False
+        return run.turn < self.config.max_steps
+
+    def format_messages_for_llm(self, trajectory: Trajectory) -> list[dict[str, Any]]:
+        """The conversation to send: system prompt (with the tool format's instructions), the
+        task, then every reply and observation so far, exactly as the model will see them."""
+        run = self._run_for(trajectory)
+        run.flush(trajectory)
+        return list(run.messages)
+
+    def parse_llm_output(self, response: Any) -> TrajectoryStep:
+        """One model reply (text, an :class:`LLMResponse` or a :class:`ModelReply`) as one step:
+        ``TOOL_CALL`` with ``tool_name``/``tool_args`` (further calls of a native reply come from
+        :meth:`reply_calls`), ``FINAL_ANSWER``, or ``ERROR`` for a reply in the wrong format (the
+        model is told what was wrong)."""
+        run = self._run_for(None)
+        reply = response.response if isinstance(response, ModelReply) else coerce_response(response)
+        run.replies = max(run.replies + 1, run.llm_calls)
+        turn = run.turn
+        run.flush(run.built)  # observations of the previous reply come before this one
+        decision = run.fmt.parse(reply, run.tools)
+        run.messages.append(run.fmt.assistant_message(reply))
+        thought = {"thought": decision.thought} if decision.thought else {}
+        if decision.format_error is not None:
+            run.format_errors += 1
+            step = TrajectoryStep(
+                step_type=StepType.ERROR,
+                turn=turn,
+                content=decision.format_error,
+                metadata={"reply": reply.content, "finish_reason": reply.finish_reason},
+            )
+            if run.format_errors >= self.config.max_consecutive_format_errors:
+                run.gave_up = (
+                    f"{run.format_errors} consecutive replies the agent could not parse; "
+                    f"last: {decision.format_error}"
+                )
+            else:
+                run.messages.append(run.fmt.format_error_message(decision.format_error))
+        elif decision.calls:
+            run.format_errors = 0
+            run.decision = decision
+            steps = [_call_step(c, turn) for c in decision.calls]
+            steps[0].metadata.update(thought)
+            step = steps[0]
+            run.more_calls[id(step)] = steps[1:]
+            run.own.update(id(s) for s in steps)
+        elif decision.final_answer is not None:
+            run.format_errors = 0
+            step = TrajectoryStep(
+                step_type=StepType.FINAL_ANSWER,
+                turn=turn,
+                content=decision.final_answer,
+                metadata=thought,
+            )
+        else:
+            step = TrajectoryStep(step_type=StepType.THOUGHT, turn=turn, content=decision.thought)
+        run.own.add(id(step))
+        return step
+
+    def reply_calls(self, step: TrajectoryStep) -> list[TrajectoryStep]:
+        """The tool calls of a parsed reply: ``step`` itself when it calls a tool, then one
+        ``TOOL_CALL`` step per further call of the same (native) reply."""
+        if not step.tool_name:
+            return []
+        run = _RUN.get()
+        more = run.more_calls.pop(id(step), []) if run is not None else []
+        return [step, *more]
+
+    async def execute_tool_call(
+        self, tool_name: str, tool_args: dict[str, Any] | None, trajectory: Trajectory
+    ) -> TrajectoryStep:
+        """Run one tool in this trajectory's sandbox; the ``TOOL_RESULT`` step it returns holds
+        the observation (a tool failure is an observation too, ``success=False``)."""
+        run = self._run_for(trajectory)
+        run.tool_calls += 1
+        limit = self.config.max_steps * MAX_CALLS_PER_TURN
+        if run.tool_calls > limit:
+            raise StepLimitExceeded(
+                f"{type(self).__name__} made more than {limit} tool calls (max_steps "
+                f"{self.config.max_steps} x {MAX_CALLS_PER_TURN} per turn): its run_trajectory "
+                "must stop when should_continue() returns False"
+            )
+        call = trajectory.steps[-1] if trajectory.steps else None
+        if call is None or call.step_type != StepType.TOOL_CALL or call.tool_name != tool_name:
+            call = None  # called with a name the agent chose itself
+        t0 = time.perf_counter()
+        arguments_error = call.metadata.get("arguments_error") if call is not None else None
+        args: Any = tool_args  # a custom parse_llm_output may put anything here
+        if arguments_error:
+            result = ToolResult.fail(str(arguments_error))
+        elif args is not None and not isinstance(args, dict):
+            result = ToolResult.fail(
+                f"The arguments for `{tool_name}` must be a JSON object, got {type(args).__name__}."
+            )
+        else:
+            result = await run.tools.execute(tool_name, args or {}, run.ctx)
+        elapsed = time.perf_counter() - t0
+        run.record.tool_seconds += elapsed
+        text = self.format_observation(result)
+        step = TrajectoryStep(
+            step_type=StepType.TOOL_RESULT,
+            turn=call.turn if call is not None else run.turn,
+            tool_name=tool_name,
+            tool_call_id=call.tool_call_id if call is not None else None,
+            content=text,
+            success=result.success,
+            duration=elapsed,
+            tool_result=_jsonable(result.data),
+            metadata={"terminate": True} if result.terminate and result.success else {},
+        )
+        run.results.append(result)
+        run.texts.append(text)
+        run.own.add(id(step))
+        return step
+
+    def finalize_trajectory(self, trajectory: Trajectory) -> None:
+        """Close the trajectory: ``completed`` with the answer (or the terminating tool's),
+        ``error`` after too many unparseable replies, else ``max_steps``."""
+        run = self._run_for(trajectory)
+        run.flush(trajectory)
+        if not trajectory.messages:
+            trajectory.messages = run.messages
+        if trajectory.status != TrajectoryStatus.RUNNING:
+            return
+        if run.gave_up:
+            trajectory.add_error(run.gave_up, type_="FormatError")
+            trajectory.finish(TrajectoryStatus.ERROR)
+            return
+        if not _ended(trajectory):
+            trajectory.finish(TrajectoryStatus.MAX_STEPS)
+            return
+        data = submitted_data(trajectory)
+        answer = data.get("answer") if data is not None else trajectory.get_final_response()
         trajectory.finish(
-            TrajectoryStatus.COMPLETED, answer if answer is not None else trajectory.final_response
+            TrajectoryStatus.COMPLETED,
+            answer if isinstance(answer, str) else trajectory.final_response,
         )
 
-    # ---- the loop
+    # ---- helpers for loops written on the contract
+
+    def new_trajectory(self, prompt: Any, request_id: str) -> Trajectory:
+        """A trajectory holding the task prompt as its first step (inside :meth:`run`, the
+        orchestrator's own record, so nothing needs copying afterwards)."""
+        run = _RUN.get()
+        if run is not None and run.agent is self and not run.standalone and run.built is None:
+            trajectory = run.record
+        else:
+            trajectory = Trajectory(request_id=request_id, agent_type=self.name)
+        content = prompt.get("content", prompt) if isinstance(prompt, dict) else prompt
+        if run is not None and run.agent is self and not run.standalone:
+            content = run.task.prompt_text()
+        trajectory.add_step(TrajectoryStep(step_type=StepType.OBSERVATION, content=str(content)))
+        if run is not None:
+            run.note(trajectory)
+        return trajectory
+
+    def _run_for(self, trajectory: Trajectory | None) -> AgentRun:
+        """This trajectory's bindings; outside :meth:`run` a standalone set (no sandbox, the
+        default tools, ReAct text) made on first use, so the seed's direct calls work."""
+        run = _RUN.get()
+        if (
+            run is not None
+            and run.agent is self
+            and (
+                not run.standalone
+                or trajectory is None
+                or run.built is None
+                or run.built is trajectory
+            )
+        ):
+            run.note(trajectory)
+            return run
+        from tools.registry import default_registry
+
+        first = trajectory.steps[0].content if trajectory is not None and trajectory.steps else ""
+        task = Task(
+            id=trajectory.request_id if trajectory is not None else "standalone",
+            prompt=first or "(no prompt)",
+        )
+        try:
+            fmt = self.tool_format(None)
+        except ConfigError:  # native calling needs a client; direct calls get text
+            from agents.formats import ReActFormat
+
+            fmt = ReActFormat()
+        tools = default_registry()
+        run = AgentRun(
+            agent=self,
+            task=task,
+            tools=tools,
+            ctx=tool_context(task, None),
+            fmt=fmt,
+            record=trajectory or Trajectory(request_id=task.id),
+            messages=self.initial_messages(task, tools, fmt),
+            standalone=True,
+        )
+        run.note(trajectory)
+        _RUN.set(run)
+        return run
+
+    async def _run_standalone(
+        self, prompt: Any, llm_generate_func: Any, request_id: str, **kwargs: Any
+    ) -> Trajectory:
+        from orchestrator.llm import CallableClient
+        from tools.registry import default_registry
+
+        task = Task.from_any(prompt if isinstance(prompt, (dict, str)) else {"prompt": prompt})
+        task = task.model_copy(update={"id": request_id})
+        return await self.run(task, CallableClient(llm_generate_func), default_registry())
+
+    # ---- what the orchestrator calls
 
     async def run(
         self,
@@ -193,161 +717,105 @@ class BaseAgent:
         *,
         trajectory: Trajectory | None = None,
     ) -> Trajectory:
-        traj = trajectory or Trajectory(request_id=task.id, agent_type=self.name)
-        traj.agent_type = traj.agent_type or self.name
+        """Run one trajectory of ``task``: bind the sandbox, tools and LLM to the six methods,
+        call :meth:`run_trajectory`, and fold what it returns into ``trajectory`` (the
+        orchestrator's record). Never raises for a failure inside the trajectory."""
+        record = trajectory or Trajectory(request_id=task.id, agent_type=self.name)
+        record.agent_type = record.agent_type or self.name
         fmt = self.tool_format(llm)
-        ctx = tool_context(task, sandbox)
-        messages = self.initial_messages(task, tools, fmt)
-        traj.messages = messages  # the exact conversation, kept up to date
-        traj.add_step(TrajectoryStep(step_type=StepType.OBSERVATION, content=task.prompt_text()))
-        format_errors = 0
-        try:
-            for turn in range(1, self.config.max_steps + 1):
-                if not self.should_continue(traj):
-                    break
-                response = await self.query(llm, messages, tools, fmt, traj)
-                decision = fmt.parse(response, tools)
-                messages.append(fmt.assistant_message(response))
-                if decision.format_error is not None:
-                    format_errors += 1
-                    traj.add_step(
-                        TrajectoryStep(
-                            step_type=StepType.ERROR,
-                            turn=turn,
-                            content=decision.format_error,
-                            metadata={
-                                "reply": response.content,
-                                "finish_reason": response.finish_reason,
-                            },
-                        )
-                    )
-                    if format_errors >= self.config.max_consecutive_format_errors:
-                        traj.add_error(
-                            f"{format_errors} consecutive replies the agent could not "
-                            f"parse; last: {decision.format_error}",
-                            type_="FormatError",
-                        )
-                        traj.finish(TrajectoryStatus.ERROR)
-                        break
-                    messages.append(fmt.format_error_message(decision.format_error))
-                    continue
-                format_errors = 0
-                if decision.thought:
-                    traj.add_step(
-                        TrajectoryStep(
-                            step_type=StepType.THOUGHT, turn=turn, content=decision.thought
-                        )
-                    )
-                if decision.final_answer is not None and not decision.calls:
-                    traj.add_step(
-                        TrajectoryStep(
-                            step_type=StepType.FINAL_ANSWER,
-                            turn=turn,
-                            content=decision.final_answer,
-                        )
-                    )
-                    traj.final_response = decision.final_answer
-                    await self.finalize(traj, ctx, None)
-                    break
-                await self.observe(
-                    decision, tools=tools, ctx=ctx, fmt=fmt, messages=messages, traj=traj, turn=turn
-                )
-            else:
-                if traj.status == TrajectoryStatus.RUNNING:
-                    traj.finish(TrajectoryStatus.MAX_STEPS)
-        except TokenBudgetExceeded as exc:  # the token budget is spent: the normal RL end
-            traj.metadata["truncated"] = str(exc)
-            traj.finish(TrajectoryStatus.TRUNCATED)
-        except (LLMError, SandboxError) as exc:  # infrastructure: record and end this trajectory
-            traj.add_error(exc)
-            traj.finish(TrajectoryStatus.ERROR)
-        if traj.status == TrajectoryStatus.RUNNING:
-            traj.finish(TrajectoryStatus.MAX_STEPS)
-        return traj
-
-    async def query(
-        self,
-        llm: LLMClient,
-        messages: list[dict[str, Any]],
-        tools: ToolRegistry,
-        fmt: ToolFormat,
-        traj: Trajectory,
-    ) -> LLMResponse:
-        t0 = time.perf_counter()
-        extra: dict[str, Any] = {}
-        response_format = getattr(fmt, "response_format", None)
-        if response_format is not None:
-            extra["response_format"] = response_format(tools)
-        response = await generate_with_retries(
-            llm,
-            messages,
-            tools=tools.openai_schemas() if fmt.native and len(tools) else None,
-            policy=self.config.retry,
-            on_retry=traj.retries.append,
-            max_tokens=self.config.max_tokens_per_step,
-            temperature=self.config.temperature,
-            stop=fmt.stop(),
-            **extra,
+        run = AgentRun(
+            agent=self,
+            task=task,
+            tools=tools,
+            ctx=tool_context(task, sandbox),
+            fmt=fmt,
+            record=record,
+            messages=self.initial_messages(task, tools, fmt),
+            llm=llm,
         )
-        elapsed = time.perf_counter() - t0
-        traj.llm_seconds += elapsed
-        traj.usage.add(response.usage)
-        traj.metadata.setdefault("finish_reasons", []).append(response.finish_reason)
-        return response
+        record.messages = run.messages  # the exact conversation, kept up to date
+        token = _RUN.set(run)
+        try:
+            try:
+                built = await self.run_trajectory(_seed_prompt(task), run.generate, task.id)
+                if not isinstance(built, Trajectory):
+                    raise AgentError(
+                        f"{type(self).__name__}.run_trajectory returned {_describe(built)}; it "
+                        "must return the Trajectory"
+                    )
+                _adopt(record, built, run)
+            except TokenBudgetExceeded as exc:  # the token budget is spent: the normal RL end
+                _adopt(record, run.built, run)
+                record.metadata["truncated"] = str(exc)
+                record.finish(TrajectoryStatus.TRUNCATED)
+            except StepLimitExceeded as exc:
+                _adopt(record, run.built, run)
+                record.add_error(exc)
+                record.finish(TrajectoryStatus.MAX_STEPS)
+            except (LLMError, SandboxError, AgentError) as exc:  # this trajectory only
+                _adopt(record, run.built, run)
+                record.add_error(exc)
+                record.finish(TrajectoryStatus.ERROR)
+            except Exception as exc:  # the agent's own code failed: say whose, keep the others
+                log.warning("agent %s failed on %s", type(self).__name__, task.id, exc_info=True)
+                _adopt(record, run.built, run)
+                record.add_error(
+                    AgentError(
+                        f"{type(self).__name__}.run_trajectory raised {type(exc).__name__}: {exc}"
+                    )
+                )
+                record.finish(TrajectoryStatus.ERROR)
+            if record.status == TrajectoryStatus.RUNNING:  # the loop never finalized
+                BaseAgent.finalize_trajectory(self, record)
+        finally:
+            _RUN.reset(token)
+        return record
 
-    async def observe(
-        self,
-        decision: Decision,
-        *,
-        tools: ToolRegistry,
-        ctx: ToolContext,
-        fmt: ToolFormat,
-        messages: list[dict[str, Any]],
-        traj: Trajectory,
-        turn: int,
-    ) -> None:
-        results: list[ToolResult] = []
-        texts: list[str] = []
-        terminating: ToolResult | None = None
-        for call in decision.calls:
-            traj.add_step(
-                TrajectoryStep(
-                    step_type=StepType.TOOL_CALL,
-                    turn=turn,
-                    tool_name=call.name,
-                    tool_call_id=call.id,
-                    tool_args=call.arguments,
-                    content=call.raw_arguments,
-                )
-            )
-            t0 = time.perf_counter()
-            if call.error is not None:
-                result = ToolResult.fail(call.error)
-            else:
-                result = await tools.execute(call.name, call.arguments or {}, ctx)
-            elapsed = time.perf_counter() - t0
-            traj.tool_seconds += elapsed
-            text = self.format_observation(result)
-            traj.add_step(
-                TrajectoryStep(
-                    step_type=StepType.TOOL_RESULT,
-                    turn=turn,
-                    tool_name=call.name,
-                    tool_call_id=call.id,
-                    content=text,
-                    success=result.success,
-                    duration=elapsed,
-                    tool_result=_jsonable(result.data),
-                )
-            )
-            results.append(result)
-            texts.append(text)
-            if result.terminate and result.success:
-                terminating = result
-                break
-        messages.extend(fmt.observation_messages(decision, results, texts))
-        if terminating is not None:
-            await self.finalize(traj, ctx, terminating)
+
+def _call_step(call: ParsedCall, turn: int) -> TrajectoryStep:
+    return TrajectoryStep(
+        step_type=StepType.TOOL_CALL,
+        turn=turn,
+        tool_name=call.name,
+        tool_call_id=call.id,
+        tool_args=call.arguments,
+        content=call.raw_arguments,
+        metadata={"arguments_error": call.error} if call.error is not None else {},
+    )
+
+
+def _seed_prompt(task: Task) -> dict[str, Any]:
+    """The seed's ``prompt`` argument: ``{"content": text}`` (plus the chat messages, the id and
+    the task's metadata for agents that want them)."""
+    prompt: dict[str, Any] = {"content": task.prompt_text(), "id": task.id}
+    if isinstance(task.prompt, list):
+        prompt["messages"] = [dict(m) for m in task.prompt]
+    if task.metadata:
+        prompt["metadata"] = dict(task.metadata)
+    return prompt
+
+
+def _adopt(record: Trajectory, built: Trajectory | None, run: AgentRun) -> None:
+    """Fold the trajectory an agent built itself (the seed's ``Trajectory(request_id=...)``)
+    into the orchestrator's record, which already holds usage, retries and timings."""
+    if built is None or built is record:
+        if not record.messages:
+            record.messages = run.messages
+        return
+    record.steps = list(built.steps)
+    record.messages = list(built.messages) or run.messages
+    if built.final_response is not None:
+        record.final_response = built.final_response
+    if built.reward is not None:
+        record.reward = built.reward
+    record.reward_details.update(built.reward_details)
+    record.errors.extend(built.errors)
+    record.metadata.update({k: v for k, v in built.metadata.items() if k not in record.metadata})
+    if record.usage.total_tokens == 0:
+        record.usage = built.usage
+    if built.status != TrajectoryStatus.RUNNING:
+        record.finish(built.status)
+        record.finished_at = built.finished_at or record.finished_at
 
 
 def _jsonable(data: Any) -> Any:

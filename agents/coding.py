@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from agents.base import BaseAgent, ToolFormat, tool_context
+from agents.base import BaseAgent, ToolFormat, submitted_data, tool_context
 from agents.formats import NativeFormat, ReActFormat
 from orchestrator.llm import LLMClient
 from orchestrator.sandbox.base import Sandbox
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory, TrajectoryStatus
-from tools.base import ToolContext, ToolResult
+from tools.base import ToolContext
 from tools.registry import ToolRegistry
 from tools.submit import workspace_patch
 
@@ -38,27 +38,19 @@ class CodingAgent(BaseAgent):
     name: ClassVar[str] = "coding"
     default_system_prompt: ClassVar[str] = SWE_SYSTEM_PROMPT
 
-    def default_tool_format(self, llm: LLMClient) -> ToolFormat:
+    def default_tool_format(self, llm: LLMClient | None) -> ToolFormat:
         return NativeFormat() if getattr(llm, "supports_tools", False) else ReActFormat()
 
     def system_prompt(self, task: Task, tools: ToolRegistry, fmt: ToolFormat) -> str:
         text = super().system_prompt(task, tools, fmt)
         return text.replace("{workspace}", task.workspace or "the working directory")
 
-    async def finalize(
-        self, trajectory: Trajectory, ctx: ToolContext, result: ToolResult | None
-    ) -> None:
-        patch = None
-        if result is not None and isinstance(result.data, dict):
-            patch = result.data.get("patch")
-        if patch is None:
-            # ended with a text answer instead of submit: the workspace diff is still the result
-            patch = await self._workspace_patch(trajectory, ctx)
-        if patch is not None:
-            trajectory.metadata["patch"] = patch
-        trajectory.finish(
-            TrajectoryStatus.COMPLETED, patch if patch is not None else trajectory.final_response
-        )
+    def finalize_trajectory(self, trajectory: Trajectory) -> None:
+        super().finalize_trajectory(trajectory)
+        data = submitted_data(trajectory)
+        if data is not None and isinstance(data.get("patch"), str):
+            trajectory.metadata["patch"] = data["patch"]
+            trajectory.final_response = data["patch"]
 
     async def run(
         self,
@@ -71,11 +63,14 @@ class CodingAgent(BaseAgent):
     ) -> Trajectory:
         traj = await super().run(task, llm, tools, sandbox, trajectory=trajectory)
         if "patch" not in traj.metadata and sandbox is not None and not sandbox.rpc.closed:
-            # max_steps or a format-error stop: submit what the workspace holds (as SWE-agent does)
+            # no submit: the workspace diff is still the result (SWE-agent's autosubmit)
             patch = await self._workspace_patch(traj, tool_context(task, sandbox))
             if patch is not None:
                 traj.metadata["patch"] = patch
-                traj.metadata["autosubmitted"] = True
+                if traj.status == TrajectoryStatus.COMPLETED:  # ended with a text answer
+                    traj.final_response = patch
+                else:  # max_steps or a format-error stop
+                    traj.metadata["autosubmitted"] = True
         return traj
 
     @staticmethod

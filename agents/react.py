@@ -12,5 +12,5 @@ from orchestrator.llm import LLMClient
 class ReActAgent(BaseAgent):
     name: ClassVar[str] = "react"
 
-    def default_tool_format(self, llm: LLMClient) -> ToolFormat:
+    def default_tool_format(self, llm: LLMClient | None) -> ToolFormat:
         return ReActFormat()

@@ -13,7 +13,7 @@ from orchestrator.llm import LLMClient
 class ToolCallingAgent(BaseAgent):
     name: ClassVar[str] = "tool"
 
-    def default_tool_format(self, llm: LLMClient) -> ToolFormat:
+    def default_tool_format(self, llm: LLMClient | None) -> ToolFormat:
         if not getattr(llm, "supports_tools", False):
             raise ConfigError(
                 "agent 'tool' needs an LLM client with native tool calling (OpenAI or Anthropic "

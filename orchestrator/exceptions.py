@@ -5,6 +5,9 @@
     AgenticRolloutError
     ├── ConfigError (ValueError)              bad configuration or argument, found on the host
     ├── TaskError (ValueError)                a task (file line, row) that cannot be run
+    ├── AgentError                            an agent broke its contract (garbage from
+    │   │                                     parse_llm_output, an exception in execute_tool_call)
+    │   └── StepLimitExceeded                 an agent kept going past ``max_steps``
     ├── LLMError                              a model call failed
     │   ├── LLMRequestError                   the endpoint refused the request (4xx): not retried
     │   └── LLMRetryableError                 retried with backoff, then raised
@@ -54,6 +57,16 @@ class ConfigError(AgenticRolloutError, ValueError):
 
 class TaskError(AgenticRolloutError, ValueError):
     """A task cannot be run (bad JSONL line, missing prompt...)."""
+
+
+class AgentError(AgenticRolloutError):
+    """An agent broke the ``BaseAgent`` contract: a method returned the wrong kind of value or
+    raised. It ends that trajectory (status ``error``) with this message; others go on."""
+
+
+class StepLimitExceeded(AgentError):
+    """An agent asked for more model turns (or tool calls) than ``max_steps`` allows, i.e. its
+    loop ignored ``should_continue``; the trajectory ends as ``max_steps``."""
 
 
 class LLMError(AgenticRolloutError):

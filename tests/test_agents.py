@@ -33,16 +33,12 @@ async def test_react_tool_call_then_final_answer() -> None:
     )
     traj = await make_agent("react").run(TASK, llm, default_registry())
     assert traj.status == TrajectoryStatus.COMPLETED and traj.final_response == "42"
-    assert kinds(traj) == [
-        "observation",
-        "thought",
-        "tool_call",
-        "tool_result",
-        "thought",
-        "final_answer",
-    ]
-    call, result = traj.steps[2], traj.steps[3]
+    # one step per model reply (the seed's parse_llm_output), its thought kept in metadata
+    assert kinds(traj) == ["observation", "tool_call", "tool_result", "final_answer"]
+    call, result = traj.steps[1], traj.steps[2]
     assert (call.tool_name, call.tool_args, call.turn) == ("calculator", {"expression": "6 * 7"}, 1)
+    assert call.metadata["thought"] == "I should multiply."
+    assert traj.steps[3].metadata["thought"] == "I now know the final answer"
     assert (result.content, result.success) == ("6 * 7 = 42", True)
     assert [m["role"] for m in traj.messages] == [
         "system",
@@ -134,13 +130,14 @@ async def test_tool_agent_several_calls_per_turn_and_final_text() -> None:
     traj = await make_agent("tool").run(TASK, llm, default_registry())
     assert kinds(traj) == [
         "observation",
-        "thought",
         "tool_call",
         "tool_result",
         "tool_call",
         "tool_result",
         "final_answer",
     ]
+    assert traj.steps[1].metadata["thought"] == "Computing both."
+    assert [s.tool_call_id for s in traj.steps[1:5]] == ["call_0", "call_0", "call_1", "call_1"]
     assert traj.final_response == "Both done: 42 and 1024."
     assistant, tool1, tool2 = traj.messages[2:5]
     assert [c["id"] for c in assistant["tool_calls"]] == ["call_0", "call_1"]
@@ -225,7 +222,7 @@ async def test_json_format_for_small_models() -> None:
     )
     agent = make_agent("react", AgentConfig(tool_format="json"))
     traj = await agent.run(TASK, llm, default_registry())
-    assert traj.final_response == "42" and traj.steps[3].content == "6*7 = 42"
+    assert traj.final_response == "42" and traj.steps[2].content == "6*7 = 42"
     schema = llm.calls[0]["sampling"]["response_format"]["schema"]
     assert schema["properties"]["action"]["enum"] == [
         "bash",
