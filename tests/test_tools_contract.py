@@ -99,16 +99,14 @@ async def test_argument_validation_names_the_argument() -> None:
     assert (
         await calc.execute([1])
     ).output == "Tool `calculator`: arguments must be a JSON object, got list."
+    # the editor follows the reference tool instead: extra keys are ignored, and view_range and
+    # the command are checked after the path, in its words (tests/test_editor_conformance.py)
     editor = FileEditorTool()
-    r = await editor.execute({"command": "view", "path": "/x", "view_range": "1,2"})
-    assert r.output == (
-        "Tool `str_replace_editor`: argument `view_range` must be array of integer, "
-        'got string "1,2".'
-    )
-    r = await editor.execute({"command": "view", "path": "/x", "view_range": [1, "a"]})
+    r = await editor.execute({"command": "view", "path": "/x", "view_range": "1,2", "extra": 1})
+    assert r.output == "This tool needs a sandbox, and none is attached to this run."
+    r = await editor.execute({"command": 5, "path": "/x"})
     assert (
-        r.output
-        == 'Tool `str_replace_editor`: argument `view_range[1]` must be integer, got string "a".'
+        r.output == "Tool `str_replace_editor`: argument `command` must be string, got integer 5."
     )
 
 
