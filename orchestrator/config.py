@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestrator.exceptions import ConfigError
 from orchestrator.llm import RetryPolicy
@@ -71,6 +71,16 @@ class AgenticRolloutConfig(BaseModel):
     #: "auto" (the agent's default), "react", "json" (schema-constrained, for small local
     #: models), "native" (function calling) or "hermes" (<tool_call> tags in the text)
     tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_save_path(cls, data: Any) -> Any:
+        """The seed's ``trajectory_save_path=None`` ("no file saving") means not saving."""
+        if isinstance(data, dict) and "trajectory_save_path" in data:
+            if data["trajectory_save_path"] is None:
+                data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
+                data["save_trajectories"] = False
+        return data
 
     @classmethod
     def load(

@@ -435,14 +435,26 @@ CASES: list[Case] = [
                 rep("{d}/t.py", "        x = 1", "        x = 2"),
                 (
                     "No replacement was performed, old_str `        x = 1` did not appear "
-                    "verbatim in {d}/t.py.",
+                    "verbatim in {d}/t.py. The file has tabs, which `view` shows as spaces: write "
+                    "them as tabs in `old_str`.",
                     "The file {d}/t.py has been edited. " + CAT + "a snippet of {d}/t.py:\n"
                     "     1\t        x = 2\n     2\t\n" + EDITED,
                 ),
                 ok=(False, True),
             ),
+            # the hint is right: with the tab, preserve mode edits
+            Call(
+                rep("{d}/t.py", "\tx = 1", "\tx = 3"),
+                (
+                    "The file {d}/t.py has been edited. " + CAT + "a snippet of {d}/t.py:\n"
+                    "     1\t        x = 3\n     2\t\n" + EDITED,
+                    "No replacement was performed, old_str `        x = 1` did not appear verbatim "
+                    "in {d}/t.py.",
+                ),
+                ok=(True, False),
+            ),
         ],
-        {"t.py": (b"\tx = 1\n", b"        x = 2\n")},
+        {"t.py": (b"\tx = 3\n", b"        x = 2\n")},
     ),
     Case(
         "crlf",

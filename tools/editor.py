@@ -437,9 +437,16 @@ class FileEditorTool(AgenticBaseTool):
         content, old_str, new_str = self._edit_input(doc, old_str, new_str or "")
         occurrences = content.count(old_str)
         if occurrences == 0:
+            hint = ""
+            if "\t" in content and "\t" not in old_str and old_str in content.expandtabs():
+                # the model typed what view showed; the reference would have matched it
+                hint = (
+                    " The file has tabs, which `view` shows as spaces: write them as tabs in "
+                    "`old_str`."
+                )
             raise ToolError(
                 f"No replacement was performed, old_str `{old_str}` did not appear verbatim in "
-                f"{path}."
+                f"{path}.{hint}"
             )
         if occurrences > 1:
             # as the reference: the lines that contain old_str whole (none for a multi-line one)
