@@ -172,14 +172,16 @@ class BaseAgent:
     unless overridden)."""
 
     name: ClassVar[str] = "base"
+    _auto_name: ClassVar[bool] = False
     default_system_prompt: ClassVar[str] = (
         "You are a helpful assistant that solves tasks step by step."
     )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" not in cls.__dict__ and cls.name == "base":
+        if "name" not in cls.__dict__ and (cls.name == "base" or cls._auto_name):
             cls.name = cls.__name__  # a custom agent records its class name as agent_type
+            cls._auto_name = True
         for method in CONTRACT:
             fn = cls.__dict__.get(method)
             if fn is not None and not getattr(fn, "__agent_checked__", False):

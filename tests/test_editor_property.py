@@ -78,6 +78,63 @@ async def _check(sandbox_config: Any, original: str, ops: list[tuple[Any, ...]])
         assert r.output == f"No edit history found for {path}."
 
 
+async def _check_reference(sandbox_config: Any, original: str, ops: list[tuple[Any, ...]]) -> None:
+    """``semantics: reference``: every edit works on the tab-expanded text, as the reference tool
+    does (old_str/new_str expanded too), and undo restores that expanded text."""
+    async with sandbox_config.build() as sandbox:
+        root = (await sandbox.info())["cwd"]
+        ctx = ToolContext(sandbox=sandbox, workspace=root)
+        editor = FileEditorTool({"semantics": "reference"})
+        path = f"{root}/r.txt"
+        await sandbox.write_file(path, original.encode())
+        model, history = original, []
+        for op in ops:
+            expanded = model.expandtabs()
+            if op[0] == "replace":
+                _, start, length, new = op
+                old = _unique_slice(model, start, length)
+                r = await editor.execute(
+                    {"command": "str_replace", "path": path, "old_str": old, "new_str": new}, ctx
+                )
+                ok = expanded.count(old.expandtabs()) == 1
+                if ok:
+                    history.append(expanded)
+                    model = expanded.replace(old.expandtabs(), new.expandtabs())
+            else:
+                _, raw, new = op
+                lines = expanded.split("\n")
+                line = raw % (len(lines) + 3) - 1
+                r = await editor.execute(
+                    {"command": "insert", "path": path, "insert_line": line, "new_str": new}, ctx
+                )
+                ok = 0 <= line <= len(lines)
+                if ok:
+                    history.append(expanded)
+                    model = "\n".join(lines[:line] + new.expandtabs().split("\n") + lines[line:])
+            assert r.success == ok, r.output
+            assert await sandbox.read_file(path) == model.encode()
+        while history:
+            assert (await editor.execute({"command": "undo_edit", "path": path}, ctx)).success
+            assert await sandbox.read_file(path) == history.pop().encode()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(original=TEXT, ops=OPS)
+def test_reference_semantics_edits_and_undo_local(
+    original: str, ops: list[tuple[Any, ...]]
+) -> None:
+    asyncio.run(_check_reference(LocalSandboxConfig(), original, ops))
+
+
+@pytest.mark.docker
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(original=TEXT, ops=OPS)
+def test_reference_semantics_edits_and_undo_docker(
+    original: str, ops: list[tuple[Any, ...]]
+) -> None:
+    asyncio.run(_check_reference(docker_config(), original, ops))
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(original=TEXT, ops=OPS)
 def test_random_edits_then_undo_restore_bytes_local(

@@ -222,6 +222,7 @@ async def test_broken_custom_agents_fail_alone_with_specific_errors(tmp_path: Pa
     )
     assert len(endless.get_tool_calls()) == 4  # bounded by max_steps
 
+    assert {t.agent_type for t in summary.trajectories} == {"UnrulyAgent"}
     fine = by_id["fine"]
     assert fine.status == TrajectoryStatus.COMPLETED and fine.final_response == "42"
     assert fine.reward is None and not fine.errors
