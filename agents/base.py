@@ -359,6 +359,7 @@ class BaseAgent:
         """Run one tool in this trajectory's sandbox; the ``TOOL_RESULT`` step it returns holds
         the observation (a tool failure is an observation too, ``success=False``)."""
         run = self._run_for(trajectory)
+        run.render(trajectory)  # a call step the agent made itself precedes its observation
         run.tool_calls += 1
         limit = self.config.max_steps * MAX_CALLS_PER_TURN
         if run.tool_calls > limit:

@@ -136,22 +136,25 @@ class AgentRun:
                 {"role": "user", "content": f"Observation: {text}"} for text in self.texts
             )
         self.decision, self.results, self.texts = None, [], []
+        self.render(trajectory)
+
+    def render(self, trajectory: Trajectory | None) -> None:
+        """Add the steps the agent made itself (not by the default methods) to the
+        conversation as plain user/assistant text, in order."""
         if trajectory is None:
             return
         for index in range(self.seen, len(trajectory.steps)):
             step = trajectory.steps[index]
             if id(step) in self.own or (index == 0 and step.step_type == StepType.OBSERVATION):
                 continue  # ours (already in) or the task prompt (the first user message)
-            message = _plain_message(step)
-            if message is not None:
-                self.messages.append(message)
+            self.messages.append(_plain_message(step))
         self.seen = len(trajectory.steps)
 
 
 CURRENT: ContextVar[AgentRun | None] = ContextVar("agentic_rollout_agent_run", default=None)
 
 
-def _plain_message(step: TrajectoryStep) -> dict[str, Any] | None:
+def _plain_message(step: TrajectoryStep) -> dict[str, Any]:
     kind = step.step_type
     if kind in (StepType.THOUGHT, StepType.ACTION, StepType.FINAL_ANSWER, StepType.TOOL_CALL):
         text = step.content or (

@@ -283,3 +283,56 @@ async def test_contract_violations_in_run_trajectory_and_tool_only_loops() -> No
 
     with pytest.raises(Exception, match="invalid agent settings for Crashes"):
         Crashes(max_stepz=3)
+
+
+async def test_seed_loop_with_native_tool_calls_and_bad_values_from_overrides() -> None:
+    from orchestrator.tasks import Task
+    from orchestrator.testing import tool_call
+    from tools import default_registry
+
+    # the seed's loop over native function calling: llm_generate_func's reply is the text,
+    # and carries the tool calls for parse_llm_output
+    llm = ScriptedLLM([tool_call("calculator", {"expression": "6*7"}), "It is 42."])
+    agent = CustomReasoningAgent(tool_format="native")
+    traj = await agent.run(Task(id="n", prompt="6*7?"), llm, default_registry())
+    assert traj.status == TrajectoryStatus.COMPLETED and traj.final_response == "It is 42."
+    assert traj.messages[3] == {
+        "role": "tool",
+        "tool_call_id": "call_calculator",
+        "content": "6*7 = 42",
+    }
+    assert llm.calls[0]["tools"] is not None
+
+    class StringArgs(CustomReasoningAgent):
+        def parse_llm_output(self, response: Any) -> TrajectoryStep:
+            if "Final" in response:
+                return super().parse_llm_output(response)
+            step = TrajectoryStep(
+                step_type=StepType.TOOL_CALL, tool_name="calculator", content=response
+            )
+            step.tool_args = "6*7"  # type: ignore[assignment]  # not validated on assignment
+            return step
+
+    traj = await StringArgs().run(
+        Task(id="s", prompt="p"), ScriptedLLM(["call it", "Final Answer: ok"]), default_registry()
+    )
+    assert traj.steps[2].content == "The arguments for `calculator` must be a JSON object, got str."
+    assert traj.status == TrajectoryStatus.COMPLETED  # a bad call is an observation, not a crash
+    # the model saw its own reply and the observation even though parse_llm_output was custom
+    assert traj.messages[2:4] == [
+        {"role": "assistant", "content": "call it"},
+        {
+            "role": "user",
+            "content": "Observation: The arguments for `calculator` must be a JSON object, got str.",
+        },
+    ]
+
+    class BadMessages(CustomReasoningAgent):
+        def format_messages_for_llm(self, trajectory: Trajectory) -> list[dict[str, Any]]:
+            return "hello"  # type: ignore[return-value]
+
+    traj = await BadMessages().run(Task(id="b", prompt="p"), ScriptedLLM([]), default_registry())
+    assert traj.errors[0].message == (
+        "BadMessages.format_messages_for_llm returned str 'hello'; it must return a list of chat "
+        "messages (dicts)"
+    )
