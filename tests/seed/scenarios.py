@@ -68,7 +68,7 @@ async def main() -> None:
         {"content": "编写Python代码对列表进行排序"},
         {"content": "解释量子计算的基本原理"},
     ]
-    config = AgenticRolloutConfig(concurrent_requests=3)
+    config = AgenticRolloutConfig(concurrent_requests=3, sandbox={"type": "none"})  # no tools used
     rollout = AgenticRollout(config=config, llm_generate_func=llm_func)
     trajectories = []
     for i, prompt in enumerate(prompts):

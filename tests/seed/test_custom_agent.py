@@ -75,7 +75,7 @@ async def test_seed_custom_agent_runs_in_docker_with_retries_and_store(tmp_path:
         "role": "assistant",
         "content": "Thought: done.\nFinal Answer: seed-42",
     }
-    stored = read_trajectories(tmp_path / "t.jsonl")
+    stored = list(read_trajectories(tmp_path / "t.jsonl"))
     assert [t.request_id for t in stored] == ["seed-1"] and stored[0].steps == traj.steps
 
 
@@ -116,7 +116,7 @@ def test_seed_custom_agent_from_the_cli(tmp_path: Path) -> None:
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert len(server.requests) == 2
-    (traj,) = read_trajectories(tmp_path / "trajectories.jsonl")
+    (traj,) = list(read_trajectories(tmp_path / "trajectories.jsonl"))
     assert traj.agent_type == "CustomReasoningAgent" and traj.status == TrajectoryStatus.COMPLETED
     assert traj.steps[2].content.startswith("in-docker\nseed-42")
     assert traj.usage.total_tokens == 36  # two completions of 18 tokens, counted by the runner

@@ -21,12 +21,14 @@ from tests.llm_server import ScriptedServer, anthropic_message, openai_completio
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_block(script: str, cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+def run_block(
+    script: str, cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 280
+) -> str:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "seed" / script), *args],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
         cwd=cwd,
         env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
@@ -118,8 +120,9 @@ def test_config_blocks(tmp_path: Path) -> None:
 
 
 @pytest.mark.docker
+@pytest.mark.timeout(900)  # four trajectories, each in its own container
 def test_scenario_analysis_and_batch_blocks(tmp_path: Path) -> None:
-    out = run_block("scenarios.py", tmp_path).splitlines()
+    out = run_block("scenarios.py", tmp_path, timeout=880).splitlines()
     assert out[0] == "completed ['100 - 1.96 * 15 = 70.6']"
     assert out[1].startswith("completed ['File created successfully at: /tmp/qs.py', '[1, 2, 3]")
     assert out[2] == "completed ['3\\n[exit code: 0]']"
