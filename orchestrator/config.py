@@ -76,10 +76,9 @@ class AgenticRolloutConfig(BaseModel):
     @classmethod
     def _no_save_path(cls, data: Any) -> Any:
         """The seed's ``trajectory_save_path=None`` ("no file saving") means not saving."""
-        if isinstance(data, dict) and "trajectory_save_path" in data:
-            if data["trajectory_save_path"] is None:
-                data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
-                data["save_trajectories"] = False
+        if isinstance(data, dict) and data.get("trajectory_save_path", "") is None:
+            data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
+            data["save_trajectories"] = False
         return data
 
     @classmethod
