@@ -336,3 +336,24 @@ async def test_seed_loop_with_native_tool_calls_and_bad_values_from_overrides() 
         "BadMessages.format_messages_for_llm returned str 'hello'; it must return a list of chat "
         "messages (dicts)"
     )
+
+
+async def test_readme_custom_agent_example_runs() -> None:
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Custom agents") :]
+    block = re.search(r"```python\n(.*?)```", section, re.S)
+    assert block is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    replies = iter(
+        ['Action: calculator\nAction Input: {"expression": "2**10"}', "Final Answer: 1024"]
+    )
+
+    async def my_llm_func(messages: list[dict[str, Any]], **kwargs: Any) -> str:
+        return next(replies)
+
+    traj = await namespace["MyAgent"]().run_trajectory({"content": "2**10?"}, my_llm_func, "id")
+    assert traj.status == TrajectoryStatus.COMPLETED and traj.final_response == "1024"
+    assert traj.steps[2].content == "2**10 = 1024"
