@@ -53,6 +53,8 @@ async def main() -> None:
             prompt={"content": content}, llm_generate_func=llm_func
         )
         print(trajectory.status.value, [s.content for s in trajectory.get_tool_results()])
+        for error in trajectory.errors:  # what went wrong, if anything
+            print("  error:", error.type, error.message[:300])
 
     # 分析轨迹性能 (the last one)
     print(f"总步数: {len(trajectory.steps)}")
