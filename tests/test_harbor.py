@@ -128,8 +128,8 @@ async def test_agent_sees_neither_tests_nor_solution_and_is_verified(tmp_path: P
     (traj,) = summary.trajectories
     seen = traj.get_tool_results()[0].content
     assert seen.startswith("/app")
-    assert "/tests: No such file or directory" in seen
-    assert "/solution: No such file or directory" in seen
+    assert "cannot access '/tests': No such file or directory" in seen
+    assert "cannot access '/solution': No such file or directory" in seen
     assert traj.reward == 0.0
     assert traj.reward_details["reward_file"] == "reward.txt"
     assert "FAIL: /app/hello.txt is missing" in traj.reward_details["verifier_output"]

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agents import make_agent
@@ -135,7 +137,7 @@ async def verify(task: HarborTask, sandbox: Sandbox) -> Verdict:
     if prep.exit_code != 0:
         why = f"could not prepare /tests and {REWARD_DIR}: {prep.stderr.strip()[-500:]}"
         return Verdict(0.0, why, None, None, "")
-    await sandbox.upload(task.tests_dir, "/")
+    await put_dir(sandbox, task.tests_dir, "/tests")
     result = await sandbox.exec(
         "bash /tests/test.sh", timeout=task.verifier_timeout, env=task.verifier_env or None
     )
@@ -167,6 +169,19 @@ async def verify(task: HarborTask, sandbox: Sandbox) -> Verdict:
         result.exit_code,
         output,
     )
+
+
+async def put_dir(sandbox: Sandbox, src: Path, dest: str) -> None:
+    """Copy host folder ``src`` to ``dest`` (replacing it). Staged under /tmp and moved, since
+    the agent's tar.put refuses "/" as a destination."""
+    stage = f"/tmp/.agentic-harbor-{uuid.uuid4().hex[:8]}"
+    await sandbox.mkdir(stage)
+    await sandbox.upload(src, stage)
+    moved = await sandbox.exec(
+        f"rm -rf {dest} && mv {stage}/{src.name} {dest} && rmdir {stage}", timeout=60
+    )
+    if moved.exit_code != 0:
+        raise TaskError(f"could not put {src.name}/ at {dest}: {moved.stderr.strip()[-300:]}")
 
 
 def _output(result: ExecResult) -> str:
@@ -262,8 +277,7 @@ class OracleAgent(BaseAgent):
             traj.add_error(f"harbor task {htask.name} has no solution/solve.sh", type_="NoSolution")
             traj.finish(TrajectoryStatus.ERROR)
             return traj
-        await sandbox.exec("rm -rf /solution", timeout=60)
-        await sandbox.upload(htask.solution_dir, "/")
+        await put_dir(sandbox, htask.solution_dir, "/solution")
         command = "bash /solution/solve.sh"
         traj.add_step(
             TrajectoryStep(
