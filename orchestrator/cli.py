@@ -413,13 +413,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "trajectory_save_path": str(output / "trajectories.jsonl"),
             },
         )
-        rollout = AgenticRollout(config)
+        from orchestrator.demo import demo_client
+
+        rollout = AgenticRollout(config, llm_client=demo_client(config))
         t0 = _time.monotonic()
         summary = asyncio.run(
             _run_with_progress(rollout, tasks, show_progress=not args.no_progress)
         )
     _print_summary(summary, _time.monotonic() - t0, config.trajectory_save_path)
+    from orchestrator.demo import print_outcomes
+
+    print_outcomes(summary.trajectories, tasks)
     print(f"look at one: agentic-rollout show {config.trajectory_save_path} --id {tasks[0].id}")
+    print(f"or all of them in a browser: agentic-rollout view {output} -o {output}/report.html")
     return 1 if summary.infrastructure_failures else 0
 
 
