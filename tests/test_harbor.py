@@ -141,17 +141,9 @@ async def test_agent_sees_neither_tests_nor_solution_and_is_verified(tmp_path: P
 @pytest.mark.docker
 async def test_model_that_solves_the_task_gets_reward_1_from_reward_json(tmp_path: Path) -> None:
     (task,) = await _built(EXAMPLES / "fix-fizzbuzz")
-    fixed = (EXAMPLES / "fix-fizzbuzz" / "solution" / "solve.sh").read_text()
-    body = fixed.split("<<'PY'\n", 1)[1].split("PY\n", 1)[0]
-    policy = ScriptedLLM(
-        [
-            tool_call(
-                "str_replace_editor",
-                {"command": "create", "path": "/app/fizzbuzz.py", "file_text": body},
-            ),
-            "fixed",
-        ]
-    )
+    solve = (EXAMPLES / "fix-fizzbuzz" / "solution" / "solve.sh").read_text()
+    write_fix = solve[solve.index("cat > /app/fizzbuzz.py") :]  # what a model would run
+    policy = ScriptedLLM([tool_call("bash", {"command": write_fix}), "fixed"])
     summary = await run_harbor([task], _config(tmp_path), llm_client=policy)
     (traj,) = summary.trajectories
     assert traj.reward == 1.0, traj.reward_details
