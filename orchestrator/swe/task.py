@@ -159,5 +159,5 @@ def load_swe_tasks(
                 raise row
             tasks.append(SWETask.from_row(row))
         except TaskError as exc:
-            errors.append(f"line {number}: {exc}")
+            errors.append(f"{'row' if is_dataset_path(path) else 'line'} {number}: {exc}")
     return tasks, errors
