@@ -198,7 +198,7 @@ def _load_run_tasks(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
         return [Task(id=args.id or "prompt-0", prompt=args.prompt)], []
     if not args.tasks:
         raise AgenticRolloutError("give a tasks file (JSONL) or --prompt TEXT")
-    return load_tasks(args.tasks)
+    return load_tasks(args.tasks, split=args.split)
 
 
 async def _run_with_progress(rollout: Any, tasks: list[Any], show_progress: bool) -> Any:
@@ -289,6 +289,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from orchestrator.runner import AgenticRollout
 
+    if (args.tasks or "").startswith("harbor:"):
+        from orchestrator.harbor.cli import cmd_run_harbor
+
+        return cmd_run_harbor(args, _rollout_config(args), _print_summary)
     config = _rollout_config(args)
     tasks, bad = _load_run_tasks(args)
     for err in bad:
@@ -409,13 +413,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "trajectory_save_path": str(output / "trajectories.jsonl"),
             },
         )
-        rollout = AgenticRollout(config)
+        from orchestrator.demo import demo_client
+
+        rollout = AgenticRollout(config, llm_client=demo_client(config))
         t0 = _time.monotonic()
         summary = asyncio.run(
             _run_with_progress(rollout, tasks, show_progress=not args.no_progress)
         )
     _print_summary(summary, _time.monotonic() - t0, config.trajectory_save_path)
+    from orchestrator.demo import print_outcomes
+
+    print_outcomes(summary.trajectories, tasks)
     print(f"look at one: agentic-rollout show {config.trajectory_save_path} --id {tasks[0].id}")
+    print(f"or all of them in a browser: agentic-rollout view {output} -o {output}/report.html")
     return 1 if summary.infrastructure_failures else 0
 
 
@@ -443,12 +453,13 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--max-tokens", type=int, help="max tokens per model reply")
     run.add_argument("--temperature", type=float)
     run.add_argument("--output", help="output directory (default: from config)")
+    run.add_argument("--split", help="split of a parquet/arrow dataset (e.g. test)")
 
 
-def _swe_tasks(path: str) -> list[Any]:
+def _swe_tasks(path: str, split: str | None = None) -> list[Any]:
     from orchestrator.swe.task import load_swe_tasks
 
-    tasks, errors = load_swe_tasks(path)
+    tasks, errors = load_swe_tasks(path, split=split)
     for err in errors:
         print(f"{path}: rejected: {err}", file=sys.stderr)
     if not tasks:
@@ -471,7 +482,7 @@ def _print_results(results: list[Any]) -> None:
 def _cmd_swe(args: argparse.Namespace) -> int:
     from orchestrator.swe import run as swe
 
-    tasks = _swe_tasks(args.tasks)
+    tasks = _swe_tasks(args.tasks, getattr(args, "split", None))
     if args.swe_command == "validate":
         rows = asyncio.run(
             swe.validate(tasks, sandbox=_swe_sandbox(args), concurrency=args.concurrency)
@@ -611,7 +622,15 @@ def build_parser() -> argparse.ArgumentParser:
         "output skips finished task ids. Exit code 1 if a task line was unreadable or a "
         "trajectory failed for infrastructure reasons (LLM unreachable, sandbox died, timeout).",
     )
-    run.add_argument("tasks", nargs="?", help="JSONL file: one task per line ({id, prompt, ...})")
+    run.add_argument(
+        "tasks",
+        nargs="?",
+        help="JSONL file ({id, prompt, ...} per line), a parquet/arrow dataset, or "
+        "harbor:PATH (a Harbor task folder or a folder of them)",
+    )
+    run.add_argument(
+        "--oracle", action="store_true", help="harbor: run solution/solve.sh instead of a model"
+    )
     run.add_argument("--prompt", help="run a single prompt instead of a file")
     run.add_argument("--id", help="task id for --prompt")
     _add_run_options(run)
@@ -670,6 +689,13 @@ def build_parser() -> argparse.ArgumentParser:
         if p is not swe_run:
             p.add_argument("--concurrency", type=int, default=4, help="evaluations at once")
     swe.set_defaults(func=_cmd_swe)
+
+    from orchestrator import export, viewer
+    from orchestrator.harbor import cli as harbor_cli
+
+    viewer.add_parser(sub)
+    export.add_parser(sub)
+    harbor_cli.add_parser(sub)
 
     shell = sub.add_parser("shell", help="open an interactive shell in a fresh sandbox")
     shell.add_argument("--backend", choices=["docker", "local"], default="docker")

@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orchestrator.datasets import is_dataset_path, load_rows
 from orchestrator.exceptions import TaskError
 
 
@@ -79,20 +80,26 @@ class TaskLoadError(BaseModel):
     message: str
 
 
-def load_tasks(path: str | Path) -> tuple[list[Task], list[TaskLoadError]]:
-    """Tasks from a JSONL file (a .json file holding a list also works).
+def load_tasks(
+    path: str | Path, *, split: str | None = None
+) -> tuple[list[Task], list[TaskLoadError]]:
+    """Tasks from a JSONL file (a .json file holding a list also works), or from a local
+    Hugging Face dataset (parquet/arrow file or folder; ``split`` picks one of its splits).
 
-    Returns the good tasks and one error per bad line; duplicate ids are errors too.
+    Returns the good tasks and one error per bad line (row); duplicate ids are errors too.
     """
     path = Path(path)
+    rows: list[tuple[int, Any]] = []
+    errors: list[TaskLoadError] = []
+    if is_dataset_path(path):
+        rows = list(enumerate(load_rows(path, split=split), start=1))
+        return _tasks_from_rows(rows, errors)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TaskError(f"cannot read task file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise TaskError(f"task file {path} is not UTF-8: {exc}") from None
-    rows: list[tuple[int, Any]] = []
-    errors: list[TaskLoadError] = []
     if path.suffix == ".json":
         try:
             data = json.loads(text)
@@ -107,6 +114,12 @@ def load_tasks(path: str | Path) -> tuple[list[Task], list[TaskLoadError]]:
                 rows.append((number, json.loads(line)))
             except ValueError as exc:
                 errors.append(TaskLoadError(line=number, message=f"not valid JSON: {exc}"))
+    return _tasks_from_rows(rows, errors)
+
+
+def _tasks_from_rows(
+    rows: list[tuple[int, Any]], errors: list[TaskLoadError]
+) -> tuple[list[Task], list[TaskLoadError]]:
     tasks: list[Task] = []
     seen: set[str] = set()
     for number, row in rows:

