@@ -1593,20 +1593,36 @@ def main(argv=None):
 def serve_tcp(agent, address, announce_fd):
     """Direct TCP mode (clusters where the API server must not carry the traffic).
 
-    Bootstrapped over the exec stream as usual; then says ``listening`` there and serves TCP
-    connections one at a time. Sessions and the at-most-once request ids survive a reconnect.
+    Bootstrapped over the exec stream as usual; then reads a per-sandbox secret (one line) from
+    that same stream, says ``listening`` there and serves TCP connections that prove they hold
+    the secret (``tcp_handshake``); any other connection is dropped without a byte of RPC.
+    Handshakes run on the accept thread, so a stranger cannot hold the port while the host is
+    connected; authenticated connections are served one at a time. Sessions and the
+    at-most-once request ids survive a reconnect.
     """
     import socket
 
+    secret = _read_secret_line(agent.in_fd)
     host, _, port = address.rpartition(":")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server = socket.socket(family, socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind((host.strip("[]") or "0.0.0.0", int(port)))
-    server.listen(4)
+    server.listen(16)
     os.write(announce_fd, (json_dumps({"id": None, "listening": address}) + "\n").encode())
+    ready = queue.Queue()
+
+    def accept_forever():
+        while True:
+            conn, _peer = server.accept()
+            if tcp_handshake(conn, secret):
+                ready.put(conn)
+            else:
+                conn.close()
+
+    threading.Thread(target=accept_forever, name="agentic-accept", daemon=True).start()
     while True:
-        conn, _peer = server.accept()
+        conn = ready.get()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         agent.in_fd = os.dup(conn.fileno())
         agent.out_fd = conn.fileno()
@@ -1614,6 +1630,51 @@ def serve_tcp(agent, address, announce_fd):
             agent.serve()
         finally:
             conn.close()
+
+
+def _read_secret_line(fd):
+    """The secret the host sends right after the agent's source, on the exec stream's stdin."""
+    line = b""
+    while not line.endswith(b"\n") and len(line) < 256:
+        data = os.read(fd, 1)  # byte by byte: nothing after the line may be consumed
+        if not data:
+            break
+        line += data
+    secret = line.strip()
+    if len(secret) < 32:
+        sys.stderr.write("agentic-rollout agent: --listen needs a secret line on stdin\n")
+        sys.exit(5)
+    return secret
+
+
+def tcp_handshake(conn, secret, timeout=5.0):
+    """Challenge-response: we send a fresh nonce, the peer must answer
+    HMAC-SHA256(secret, nonce) within ``timeout``. True when it did (then we say ok)."""
+    import hashlib
+    import hmac
+
+    nonce = os.urandom(16).hex()
+    try:
+        conn.settimeout(timeout)
+        conn.sendall((json_dumps({"id": None, "challenge": nonce}) + "\n").encode())
+        line = b""
+        while not line.endswith(b"\n") and len(line) < 512:
+            data = conn.recv(1)  # byte by byte: RPC frames after the line stay in the socket
+            if not data:
+                return False
+            line += data
+        try:
+            proof = json_loads(line.decode("ascii")).get("auth")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            return False
+        expected = hmac.new(secret, nonce.encode(), hashlib.sha256).hexdigest()
+        if not isinstance(proof, str) or not hmac.compare_digest(proof, expected):
+            return False
+        conn.sendall((json_dumps({"id": None, "auth": "ok"}) + "\n").encode())
+        conn.settimeout(None)
+        return True
+    except OSError:
+        return False
 
 
 if __name__ == "__main__":
