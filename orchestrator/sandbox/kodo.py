@@ -111,24 +111,23 @@ class KodoSandbox(Sandbox):
         return self._exec_sock._sock
 
     async def _kubernetes_exec(self) -> Transport:
-        from orchestrator.sandbox.kubernetes import (
-            KubernetesSandbox,
-            KubernetesSandboxConfig,
-            _ExecTransport,
-        )
+        """Our exec stream into kodo's pod: the Kubernetes backend's wait and attach (retries,
+        image pull back-off, the container named as in the pod's spec: kodo names it after
+        the pod, not ``sandbox``)."""
+        from orchestrator.sandbox.kubernetes import KubernetesSandbox, KubernetesSandboxConfig
 
         pod = KubernetesSandbox(
             KubernetesSandboxConfig(
                 namespace=self.config.namespace,
                 kubeconfig=self.config.kubeconfig_path,
                 python=self.config.python,
+                startup_timeout=self.config.startup_timeout,
             )
         )
         pod.name = self.name
         self._k8s = pod
-        await asyncio.to_thread(pod._wait_running)
-        ws = await asyncio.to_thread(pod._exec_agent)
-        return _ExecTransport(ws, asyncio.get_running_loop())
+        await pod._wait_running()
+        return await pod._attach()
 
     async def _teardown(self) -> None:
         def stop() -> None:
@@ -140,3 +139,5 @@ class KodoSandbox(Sandbox):
                 self._runner.stop_container(self.name)
 
         await asyncio.to_thread(stop)
+        if self._k8s is not None:
+            await self._k8s._teardown_client()

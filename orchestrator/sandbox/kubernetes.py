@@ -1,33 +1,58 @@
 """Kubernetes backend: a Pod per trajectory, one exec websocket per pod for the whole trajectory.
 
-Lifecycle (the official ``kubernetes`` client; its blocking calls run in threads): create the
-Pod from :meth:`KubernetesSandboxConfig.pod_manifest` (retried on 409/429/5xx with backoff),
-wait for ``Running`` (on failure the error carries the pod's conditions and events: image pull
-failures, unschedulable), open ONE exec stream running the agent's bootstrap (the same
-``python3 -c BOOTSTRAP`` as Docker: the agent's source comes over that stream's stdin, no image
-rebuild, no network) and run the RPC over it; delete the Pod in ``close()``.
+Lifecycle (the official ``kubernetes`` client for REST; its blocking calls run on this module's
+own thread pool, never the event loop's default executor, so starting pods cannot starve the RPC
+of running ones): create the Pod from :meth:`KubernetesSandboxConfig.pod_manifest`, wait for
+``Running`` by polling from the event loop (image pull back-off tolerated up to
+``image_pull_timeout``, the pull error in the message), open ONE exec stream running the agent's
+bootstrap (the same ``python3 -c BOOTSTRAP`` as Docker: the agent's source comes over that
+stream's stdin) and run the RPC over it; delete the Pod in ``close()``.
 
-Each sandbox has its own ``ApiClient``: R2E-Gym's shared client orphaned pods under concurrent
-creates and deletes. Verified against a wire-level API double (``tests/k8s_double.py``: HTTP +
-the v4.channel.k8s.io websocket protocol, backed by Docker containers), not a live cluster.
+Every API call is retried on 429/5xx and on connection errors, honouring ``Retry-After``, within
+``api_retry_budget`` seconds. A create that committed but answered 5xx is found again on the 409
+of its retry by a per-sandbox annotation and adopted (never a second pod).
+
+The exec stream: the client's websocket handshake (``kubernetes.stream``) and then our own frame
+loop on its ``websocket.WebSocket``: a blocking reader thread (TLS-buffered frames are read, not
+polled for: no dependence on the client's ``update()``), stdin written in frames of at most
+``max_ws_frame`` bytes (API servers close a stream on a frame over 32 MiB), channel 3 (exec
+status/start errors) kept for diagnostics, v4 and v5 channel protocols. A heartbeat ``ping`` RPC
+every ``heartbeat_interval`` s keeps idle streams alive through idle timeouts and turns a
+half-open connection into a failure within ``heartbeat_interval + heartbeat_timeout`` s; closing
+shuts the socket down without waiting on a blocked send.
+
+Verified against a wire-level API double (``tests/k8s_double.py``) with fault switches, not a
+live cluster: ``agentic-rollout k8s check`` verifies a live cluster (docs/kubernetes.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
+import functools
+import hashlib
+import hmac
 import json
 import logging
 import os
+import random
 import re
+import secrets
 import socket
 import threading
 import time
 import uuid
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.exceptions import SandboxError, SandboxStartError
+from orchestrator.exceptions import (
+    RpcTimeoutError,
+    SandboxError,
+    SandboxStartError,
+)
 from orchestrator.sandbox.base import Sandbox, agent_command, agent_payload
 from orchestrator.sandbox.docker import (
     LABEL_EXPIRES,
@@ -40,8 +65,19 @@ from orchestrator.sandbox.docker import (
     default_owner,
     process_start_ticks,
 )
+from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: annotation holding a per-sandbox random id: a create that committed but answered 5xx is
+#: recognised by it on the 409 of the retry, and adopted
+ANNOTATION_SANDBOX_ID = "agentic-rollout.sandbox-id"
+#: statuses worth retrying: throttled, or the API server / a webhook / a load balancer hiccup
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+#: a real API server closes an exec stream on a websocket frame over 32 MiB
+WS_FRAME_LIMIT = 32 * 1024 * 1024
 
 
 class KubernetesSandboxConfig(BaseModel):
@@ -86,11 +122,33 @@ class KubernetesSandboxConfig(BaseModel):
     #: merged over the generated Pod (dicts deep, everything else replaced): any field the options
     #: above do not cover, e.g. {"spec": {"priorityClassName": "rl"}}
     pod_template: dict[str, Any] = Field(default_factory=dict)
+    image_pull_timeout: float = Field(
+        120.0, gt=0, description="seconds of ErrImagePull/ImagePullBackOff tolerated"
+    )
+    api_timeout: float = Field(30.0, gt=0, description="seconds per API request (read timeout)")
+    api_retry_budget: float = Field(
+        60.0, ge=0, description="seconds one API call may spend retrying 429/5xx/unreachable"
+    )
+    heartbeat_interval: float = Field(
+        30.0, ge=0, description="seconds between heartbeat pings on the RPC stream (0: off)"
+    )
+    heartbeat_timeout: float = Field(
+        30.0, gt=0, description="a heartbeat without reply this long: the connection is dead"
+    )
+    write_timeout: float = Field(
+        60.0, gt=0, description="a stdin write stalled this long (plus 1 s/MB): stream dead"
+    )
+    max_ws_frame: int = Field(
+        1 << 20, gt=1024, le=WS_FRAME_LIMIT - 1, description="bytes of stdin per websocket frame"
+    )
+    #: in-cluster: make the orchestrator's own pod (env POD_NAME/POD_UID, downward API) the
+    #: owner of each sandbox pod, so deleting the orchestrator pod garbage-collects its sandboxes
+    owner_references: bool = True
 
     def build(self, **overrides: Any) -> KubernetesSandbox:
         return KubernetesSandbox(self.model_copy(update=overrides) if overrides else self)
 
-    def pod_manifest(self, name: str) -> dict[str, Any]:
+    def pod_manifest(self, name: str, sandbox_id: str | None = None) -> dict[str, Any]:
         """The Pod, as JSON: isolation defaults, limits, labels for the reaper."""
         pid = os.getpid()
         labels = {
@@ -106,6 +164,8 @@ class KubernetesSandboxConfig(BaseModel):
             LABEL_PID_START: process_start_ticks(pid),
             **self.annotations,
         }
+        if sandbox_id:
+            annotations[ANNOTATION_SANDBOX_ID] = sandbox_id
         requests = {
             "cpu": self.cpu_request or self.cpu,
             "memory": self.memory_request or self.memory,
@@ -149,17 +209,18 @@ class KubernetesSandboxConfig(BaseModel):
             spec["imagePullSecrets"] = [{"name": s} for s in self.image_pull_secrets]
         if self.runtime_class:
             spec["runtimeClassName"] = self.runtime_class
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": labels,
-                "annotations": annotations,
-            },
-            "spec": spec,
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": labels,
+            "annotations": annotations,
         }
+        owner = os.environ.get("POD_NAME"), os.environ.get("POD_UID")
+        if self.in_cluster and self.owner_references and all(owner):
+            metadata["ownerReferences"] = [
+                {"apiVersion": "v1", "kind": "Pod", "name": owner[0], "uid": owner[1]}
+            ]
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
         return _deep_merge(pod, self.pod_template)
 
 
@@ -178,77 +239,234 @@ def _label_value(value: str) -> str:
     return clean or "unknown"
 
 
-def api_client(config: KubernetesSandboxConfig) -> Any:
-    """A fresh ApiClient for one sandbox (never shared)."""
+_CONFIGS: dict[tuple[bool, str | None, str | None], Any] = {}
+_CONFIG_LOCK = threading.Lock()
+_POOL: concurrent.futures.ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def load_configuration(config: KubernetesSandboxConfig) -> Any:
+    """The client Configuration, loaded once per process per (kubeconfig, context).
+
+    Loading runs exec-plugin auth (EKS/GKE ``aws``/``gke-gcloud-auth-plugin``: a process and a
+    token request each time); per sandbox at ``--concurrency 64`` that is 64 plugin runs per
+    start wave. The client refreshes an expiring token through the configuration's hook.
+    """
     from kubernetes import client
     from kubernetes import config as kube_config
 
-    configuration = client.Configuration()
-    if config.in_cluster:
-        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    else:
-        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=config.kubeconfig,
-            context=config.context,
-            client_configuration=configuration,
+    path = config.kubeconfig or os.environ.get("KUBECONFIG")
+    key = (config.in_cluster, None if config.in_cluster else path, config.context)
+    with _CONFIG_LOCK:
+        cached = _CONFIGS.get(key)
+        if cached is not None:
+            return cached
+        configuration = client.Configuration()
+        try:
+            if config.in_cluster:
+                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            else:
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=config.kubeconfig,
+                    context=config.context,
+                    client_configuration=configuration,
+                )
+        except Exception as exc:
+            where = "in-cluster service account" if config.in_cluster else path or "~/.kube/config"
+            raise SandboxStartError(
+                f"cannot load the Kubernetes configuration from {where}"
+                f"{' (context ' + repr(config.context) + ')' if config.context else ''}: {exc}"
+            ) from exc
+        _CONFIGS[key] = configuration
+        return configuration
+
+
+def api_client(config: KubernetesSandboxConfig) -> Any:
+    """A fresh ApiClient (own connection pool) over the process-wide configuration."""
+    from kubernetes import client
+
+    return client.ApiClient(load_configuration(config))
+
+
+def _api_pool() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for blocking API calls, apart from the loop's default executor (which RPC writes
+    of other backends and to_thread users share): a slow API server never starves them."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = concurrent.futures.ThreadPoolExecutor(32, thread_name_prefix="k8s-api")
+        return _POOL
+
+
+def _status(exc: BaseException) -> int:
+    """HTTP status of an ApiException, also for a refused websocket handshake (status 0 with
+    "Handshake status 403 Forbidden -+-+- {headers} -+-+- {body}" as its reason)."""
+    status = int(getattr(exc, "status", 0) or 0)
+    if not status:
+        found = re.search(r"Handshake status (\d{3})", str(getattr(exc, "reason", "") or ""))
+        if found:
+            status = int(found.group(1))
+    return status
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    headers = getattr(exc, "headers", None)
+    value = headers.get("Retry-After") if headers is not None and hasattr(headers, "get") else None
+    if value is None:  # a refused handshake carries its headers in the reason text
+        found = re.search(
+            r"retry-after['\"]?:\s*['\"]?(\d+)", str(getattr(exc, "reason", "")), re.I
         )
-    return client.ApiClient(configuration)
+        value = found.group(1) if found else None
+    try:
+        return min(max(float(value), 0.0), 60.0) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retryable(exc: BaseException) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        status = _status(exc)
+        if status in RETRY_STATUSES:
+            return True
+        # a websocket that could not connect at all (refused, reset) has status 0, no handshake
+        return status == 0 and "Handshake status" not in str(exc.reason or "")
+    import urllib3
+
+    return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
 
 
 class _ExecTransport:
-    """The exec websocket as a Transport: a reader thread pumps stdout into the event loop."""
+    """The exec websocket as a Transport: our own frame loop on the client's WebSocket.
 
-    def __init__(self, ws: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._ws = ws
+    Reader: a thread blocked in ``recv_data_frame`` (stdout to the event loop, stderr and
+    channel 3 kept for diagnostics). Writer: a thread of its own (never the shared executor)
+    sending stdin in frames of at most ``max_frame`` bytes, bounded by a stall timeout. Close and
+    abort shut the socket down, which frees both threads at once even mid-send.
+    """
+
+    def __init__(
+        self,
+        ws_client: Any,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_frame: int = 1 << 20,
+        write_timeout: float = 60.0,
+    ) -> None:
+        self._ws = ws_client.sock  # websocket.WebSocket, after the client's handshake
+        self._raw = self._ws.sock  # socket.socket or ssl.SSLSocket
+        self.subprotocol = str(getattr(ws_client, "subprotocol", None) or "v4.channel.k8s.io")
         self._loop = loop
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._stderr = bytearray()
-        self._write_lock = threading.Lock()
+        self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
+        self.exec_status: str | None = None  # channel 3: the exec's status or start error
+        self.dead: str | None = None  # why the stream ended, when we know better than "EOF"
         self._closed = False
-        self._thread = threading.Thread(target=self._pump, name="k8s-exec-reader", daemon=True)
+        self._max_frame = max_frame
+        self._write_timeout = write_timeout
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="k8s-exec-w")
+        self._ws.settimeout(None)
+        self._thread = threading.Thread(target=self._pump, name="k8s-exec-r", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
+        from websocket import ABNF
+
         try:
-            while not self._closed and self._ws.is_open():
-                self._ws.update(timeout=0.5)
-                out = self._ws.read_stdout(timeout=0) if self._ws.peek_stdout() else b""
-                if self._ws.peek_stderr():
-                    self._stderr += self._ws.read_stderr(timeout=0)
-                    del self._stderr[:-4096]
-                if out:
-                    self._loop.call_soon_threadsafe(self._queue.put_nowait, out)
-        except Exception as exc:  # the stream broke: EOF for the reader
-            log.debug("exec stream reader stopped: %s", exc)
+            while True:
+                opcode, frame = self._ws.recv_data_frame(True)
+                if opcode == ABNF.OPCODE_CLOSE:
+                    break
+                if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
+                    continue
+                data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
+                channel, payload = data[0], data[1:]
+                if channel == 1 and payload:
+                    self._loop.call_soon_threadsafe(self._queue.put_nowait, payload)
+                elif channel == 2:
+                    self._stderr.append(payload)
+                elif channel == 3:
+                    self.exec_status = _exec_status_text(payload)
+                # 255 (v5): the server closed one of our channels; the close frame follows
+        except Exception as exc:  # reset, TLS error, shut down by abort(): EOF for the reader
+            if not self._closed and self.dead is None:
+                self.dead = f"exec stream broke: {exc or type(exc).__name__}"
+            log.debug("exec stream reader stopped: %r", exc)
         finally:
             try:
                 self._loop.call_soon_threadsafe(self._queue.put_nowait, b"")
             except RuntimeError:
                 pass  # the loop is closed
+            try:
+                self._raw.close()
+            except OSError:
+                pass
 
     async def read(self) -> bytes:
         return await self._queue.get()
 
+    def _send(self, data: bytes) -> None:
+        from websocket import ABNF
+
+        view = memoryview(data)
+        for i in range(0, len(data), self._max_frame):
+            self._ws.send(b"\x00" + bytes(view[i : i + self._max_frame]), ABNF.OPCODE_BINARY)
+
     async def write(self, data: bytes) -> None:
-        if self._closed or not self._ws.is_open():
-            raise ConnectionError("exec stream to the pod is closed")
-
-        def send() -> None:
-            with self._write_lock:
-                self._ws.write_stdin(data)
-
+        if self._closed:
+            raise ConnectionError(self.dead or "exec stream to the pod is closed")
+        limit = self._write_timeout + len(data) / 1e6
         try:
-            await asyncio.to_thread(send)
+            fut = self._loop.run_in_executor(self._writer, self._send, data)
+            await asyncio.wait_for(fut, limit)
+        except asyncio.TimeoutError:
+            self.abort(f"a write to the exec stream stalled for {limit:.0f}s (half-open?)")
+            raise ConnectionError(self.dead) from None
+        except RuntimeError as exc:  # the writer was shut down by close()
+            raise ConnectionError(self.dead or "exec stream to the pod is closed") from exc
         except Exception as exc:
             raise ConnectionError(f"exec stream write failed: {exc}") from exc
 
+    def abort(self, reason: str) -> None:
+        """Kill the stream now, from any thread: blocked reads and sends fail at once."""
+        if self.dead is None:
+            self.dead = reason
+        self._closed = True
+        try:  # the plain socket's shutdown: SSLSocket.shutdown would drop its SSL object under
+            # a thread still inside it
+            socket.socket.shutdown(self._raw, socket.SHUT_RDWR)
+        except (OSError, TypeError, ValueError):
+            pass
+        self._writer.shutdown(wait=False, cancel_futures=True)
+
     async def close(self) -> None:
+        # never waits: the socket's shutdown unblocks the threads, which then exit on their own
         if not self._closed:
-            self._closed = True
-            await asyncio.to_thread(self._ws.close)
+            self.abort("closed by the host")
 
     def stderr_tail(self) -> str:
-        return bytes(self._stderr).decode("utf-8", "replace")
+        text = b"".join(self._stderr)[-4096:].decode("utf-8", "replace")
+        if self.exec_status:
+            text += f"{chr(10) if text else ''}[exec status: {self.exec_status}]"
+        return text
+
+
+def _exec_status_text(payload: bytes) -> str:
+    """Channel 3 carries a metav1.Status: success, the exit code, or why exec could not start."""
+    try:
+        status = json.loads(payload)
+    except ValueError:
+        return payload.decode("utf-8", "replace")[:500]
+    if not isinstance(status, dict):
+        return str(status)[:500]
+    if status.get("status") == "Success":
+        return "Success"
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    if code is not None:
+        return f"exit code {code}"
+    return str(status.get("message") or status.get("reason") or status)[:500]
 
 
 class KubernetesSandbox(Sandbox):
@@ -260,67 +478,148 @@ class KubernetesSandbox(Sandbox):
             startup_timeout=config.startup_timeout,
         )
         self.config = config
+        self.sandbox_id = uuid.uuid4().hex
         self._api_client: Any = None
         self._core: Any = None
         self.pod_created = False
+        self._maybe_created = False  # a create was sent: teardown deletes by name
+        self.container = "sandbox"  # the exec target, from the running pod's spec
+        self.protocol: str | None = None  # negotiated exec subprotocol
+        self._exec: _ExecTransport | None = None
+        self._abort: Callable[[str], None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.lost: str | None = None  # set when the heartbeat declared the connection dead
 
     def describe(self) -> str:
         return f"kubernetes sandbox {self.config.namespace}/{self.name} (image {self.config.image})"
 
     # ---- lifecycle
 
-    async def _open(self) -> Any:
-        await asyncio.to_thread(self._create_pod)
-        await asyncio.to_thread(self._wait_running)
+    async def start(self) -> KubernetesSandbox:
+        await super().start()
+        if self.config.heartbeat_interval > 0:
+            self._heartbeat = asyncio.create_task(
+                self._heartbeat_loop(), name=f"heartbeat-{self.name}"
+            )
+        return self
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        await super().close()
+
+    async def _heartbeat_loop(self) -> None:
+        """A ping every interval: traffic that resets idle deadlines on the way (kubelet, API
+        server, load balancers), and a bound on how long a half-open connection goes unseen."""
+        rpc = self.rpc
+        timeout = self.config.heartbeat_timeout
+        while not rpc.closed:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await rpc.call("ping", timeout=timeout)
+            except RpcTimeoutError:
+                self.lost = (
+                    f"no reply to a heartbeat ping within {timeout:g}s: the connection is "
+                    f"half-open (API server, node or load balancer gone)"
+                )
+                log.warning("%s: %s", self.describe(), self.lost)
+                if self._abort is not None:
+                    self._abort(self.lost)
+                return
+            except SandboxError:
+                return  # closed: the reader already failed the pending calls
+
+    async def _open(self) -> Transport:
+        await self._create_pod()
+        await self._wait_running()
         if self.config.connect == "tcp":
             return await self._open_tcp()
-        ws = await asyncio.to_thread(self._exec_agent)
-        return _ExecTransport(ws, asyncio.get_running_loop())
+        return await self._attach()
 
-    async def _open_tcp(self) -> Any:
-        """Bootstrap over exec, wait for the agent to listen, then connect to the pod IP."""
-        from orchestrator.sandbox.transport import StreamTransport
+    async def _attach(self, extra_args: list[str] | None = None) -> _ExecTransport:
+        """Open the exec stream running the agent's bootstrap, as a transport."""
+        from kubernetes.client.exceptions import ApiException
 
-        address = f"{self.config.tcp_listen_host}:{self.config.tcp_port}"
-        ws = await asyncio.to_thread(self._exec_agent, ["--listen", address])
         try:
-            await asyncio.to_thread(ws.write_stdin, b"".join(agent_payload()))
-            self.agent_injected = True
-            await asyncio.to_thread(self._wait_listening, ws)
-        finally:
-            await asyncio.to_thread(ws.close)  # the agent goes on serving TCP
-        pod = await asyncio.to_thread(
-            self._core_api().read_namespaced_pod, self.name, self.config.namespace
+            ws = await self._api(
+                "create pods/exec",
+                self._exec_stream,
+                extra_args,
+                budget=min(self.config.api_retry_budget, self.config.startup_timeout),
+            )
+        except ApiException as exc:
+            raise SandboxStartError(self._api_error("create", "pods/exec", exc)) from exc
+        transport = _ExecTransport(
+            ws,
+            asyncio.get_running_loop(),
+            max_frame=self.config.max_ws_frame,
+            write_timeout=self.config.write_timeout,
         )
+        self.protocol = transport.subprotocol
+        self._exec = transport
+        self._abort = transport.abort
+        return transport
+
+    async def _open_tcp(self) -> Transport:
+        """Bootstrap over exec, hand the agent a per-sandbox secret on that stream, wait for it to
+        listen, then connect to the pod IP and prove we hold the secret (HMAC of the agent's
+        challenge): a connection that cannot is dropped by the agent."""
+        address = f"{self.config.tcp_listen_host}:{self.config.tcp_port}"
+        secret = secrets.token_hex(32)
+        bootstrap = await self._attach(["--listen", address])
+        try:
+            await bootstrap.write(b"".join(agent_payload()) + f"{secret}\n".encode())
+            self.agent_injected = True
+            await self._wait_listening(bootstrap)
+        finally:
+            await bootstrap.close()  # the agent goes on serving TCP
+        pod = await self._api("get pods", self._core_api().read_namespaced_pod, *self._pod_ref())
         ip = pod.status.pod_ip if pod.status else None
         if not ip:
             raise SandboxStartError(f"{self.describe()}: pod has no IP for a direct TCP connection")
-        deadline = asyncio.get_running_loop().time() + 10
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
         while True:
             try:
                 reader, writer = await asyncio.open_connection(
                     ip, self.config.tcp_port, limit=1 << 22
                 )
-                return StreamTransport(reader, writer)
+                break
             except OSError as exc:
-                if asyncio.get_running_loop().time() > deadline:
+                if loop.time() > deadline:
                     raise SandboxStartError(
                         f"{self.describe()}: cannot connect to {ip}:{self.config.tcp_port}: {exc}"
                     ) from exc
                 await asyncio.sleep(0.1)
+        try:
+            await asyncio.wait_for(tcp_authenticate(reader, writer, secret), 10)
+        except (OSError, ValueError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            writer.close()
+            raise SandboxStartError(
+                f"{self.describe()}: the agent at {ip}:{self.config.tcp_port} did not complete "
+                f"the authentication handshake: {exc!r}"
+            ) from exc
+        self._abort = lambda _reason: writer.transport.abort()
+        return StreamTransport(reader, writer)
 
-    def _wait_listening(self, ws: Any) -> None:
-        deadline = time.monotonic() + self.config.startup_timeout
+    async def _wait_listening(self, bootstrap: _ExecTransport) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.startup_timeout
         seen = b""
         while b"listening" not in seen:
-            if time.monotonic() > deadline or not ws.is_open():
+            left = deadline - loop.time()
+            data = b""
+            if left > 0:
+                try:
+                    data = await asyncio.wait_for(bootstrap.read(), left)
+                except asyncio.TimeoutError:
+                    data = b""
+            if not data:
                 raise SandboxStartError(
                     f"{self.describe()}: the agent did not start listening: {seen[-300:]!r} "
-                    f"{ws.read_stderr(timeout=0) if ws.is_open() else ''!r}"
+                    f"{bootstrap.stderr_tail()[-500:]!r}"
                 )
-            ws.update(timeout=0.2)
-            if ws.peek_stdout():
-                seen += ws.read_stdout(timeout=0)
+            seen += data
 
     def _core_api(self) -> Any:
         if self._core is None:
@@ -330,158 +629,278 @@ class KubernetesSandbox(Sandbox):
             self._core = client.CoreV1Api(self._api_client)
         return self._core
 
-    def _create_pod(self) -> None:
+    def _pod_ref(self) -> tuple[str, str]:
+        return self.name, self.config.namespace
+
+    async def _api(
+        self,
+        what: str,
+        fn: Callable[..., T],
+        *args: Any,
+        budget: float | None = None,
+        on_retry: Callable[[BaseException], None] | None = None,
+        **kwargs: Any,
+    ) -> T:
+        """One API call on the API pool, retried on 429/5xx/unreachable with ``Retry-After``
+        (else exponential backoff with jitter) for at most ``budget`` seconds."""
+        loop = asyncio.get_running_loop()
+        if fn is not self._exec_stream:
+            kwargs.setdefault("_request_timeout", self.config.api_timeout)
+        budget = self.config.api_retry_budget if budget is None else budget
+        deadline = loop.time() + budget
+        delay = 0.25
+        while True:
+            try:
+                return await loop.run_in_executor(
+                    _api_pool(), functools.partial(fn, *args, **kwargs)
+                )
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                wait = _retry_after(exc)
+                wait = delay * (0.5 + random.random()) if wait is None else wait
+                if loop.time() + wait > deadline:
+                    raise
+                log.info("%s: %s: %s; retrying in %.1fs", self.name, what, _short(exc), wait)
+                if on_retry is not None:
+                    on_retry(exc)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 8.0)
+
+    async def _create_pod(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
         core = self._core_api()
-        delay = 0.5
-        for attempt in range(1, self.config.create_retries + 1):
+        for _ in range(self.config.create_retries):
+            maybe_committed = False
+
+            def retried(exc: BaseException) -> None:
+                nonlocal maybe_committed
+                # 429 is refused before anything is stored; a 5xx or a lost reply may have
+                # committed the pod
+                maybe_committed = maybe_committed or _status(exc) != 429
+
+            self._maybe_created = True
             try:
-                core.create_namespaced_pod(
-                    self.config.namespace, self.config.pod_manifest(self.name)
+                await self._api(
+                    "create pods",
+                    core.create_namespaced_pod,
+                    self.config.namespace,
+                    self.config.pod_manifest(self.name, self.sandbox_id),
+                    on_retry=retried,
                 )
                 self.pod_created = True
                 return
             except ApiException as exc:
-                if exc.status == 409:  # name taken: a new name, then retry
-                    self.name = f"{self.config.name_prefix}-{uuid.uuid4().hex[:10]}"
-                elif (
-                    exc.status in (429, 500, 502, 503, 504) and attempt < self.config.create_retries
-                ):
-                    pass
-                else:
+                if _status(exc) != 409:
                     raise SandboxStartError(self._api_error("create", "pods", exc)) from exc
-            except Exception as exc:  # connection refused, DNS, TLS
-                if attempt >= self.config.create_retries:
-                    raise SandboxStartError(
-                        f"{self.describe()}: Kubernetes API unreachable: {exc}"
-                    ) from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)
+                if maybe_committed and await self._is_ours():
+                    log.info("%s: the create committed before its error: adopting", self.name)
+                    self.pod_created = True
+                    return
+                # the name is someone else's: a new name, then retry
+                self.name = f"{self.config.name_prefix}-{uuid.uuid4().hex[:10]}"
+            except Exception as exc:  # connection refused, DNS, TLS, past the retry budget
+                raise SandboxStartError(
+                    f"{self.describe()}: Kubernetes API unreachable: {_short(exc)}"
+                ) from exc
         raise SandboxStartError(
-            f"{self.describe()}: create failed after {self.config.create_retries} tries"
+            f"{self.describe()}: create failed after {self.config.create_retries} tries "
+            f"(409: every name taken)"
         )
 
+    async def _is_ours(self) -> bool:
+        try:
+            pod = await self._api(
+                "get pods", self._core_api().read_namespaced_pod, *self._pod_ref()
+            )
+        except Exception:
+            return False
+        notes = (pod.metadata.annotations if pod.metadata else None) or {}
+        return bool(notes.get(ANNOTATION_SANDBOX_ID) == self.sandbox_id)
+
     def _api_error(self, verb: str, resource: str, exc: Any) -> str:
-        status = exc.status
+        status = _status(exc)
         body = exc.body
         text = str(exc.reason or "")
-        # a refused websocket handshake (exec) arrives as status 0:
-        # "Handshake status 403 Forbidden -+-+- {headers} -+-+- {status body}"
-        handshake = re.search(r"Handshake status (\d{3})", text)
-        if not status and handshake:
-            status = int(handshake.group(1))
+        if not exc.status and "-+-+-" in text:
             body = text.rsplit("-+-+-", 1)[-1]
         try:
             reason = json.loads(body).get("message", "")
         except (TypeError, ValueError, AttributeError):
             reason = text
-        if status == 403:
+        if status == 403 and "PodSecurity" in str(reason):
+            return (
+                f"{self.describe()}: rejected by PodSecurity admission in namespace "
+                f"{self.config.namespace!r} (not RBAC; see docs/kubernetes.md): {reason}"
+            )
+        if status == 403 and ("exceeded quota" in str(reason) or "quota" in str(reason).lower()):
+            return f"{self.describe()}: rejected by a ResourceQuota: {reason}"
+        if (
+            (status == 403
+            and "forbidden: User" in str(reason))
+            or (status == 403
+            and "cannot" in str(reason))
+        ):
             return (
                 f"{self.describe()}: forbidden: the orchestrator may not {verb} {resource} in "
                 f"namespace {self.config.namespace!r} (RBAC; see k8s/rbac.yaml): {reason}"
             )
+        if status == 403:
+            return f"{self.describe()}: {verb} {resource} forbidden (admission webhook?): {reason}"
         if status == 404 and verb == "create" and resource == "pods":
             return f"{self.describe()}: namespace {self.config.namespace!r} not found: {reason}"
         return f"{self.describe()}: {verb} {resource} failed ({status}): {reason}"
 
-    def _wait_running(self) -> None:
-        core = self._core_api()
-        deadline = time.monotonic() + self.config.startup_timeout
+    async def _wait_running(self) -> Any:
+        """Poll the pod from the event loop until Running; returns it. Image pull back-off is
+        the kubelet retrying: tolerated up to ``image_pull_timeout``."""
+        from kubernetes.client.exceptions import ApiException
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.startup_timeout
+        pull_deadline: float | None = None
+        interval = 0.2
         while True:
-            pod = core.read_namespaced_pod(self.name, self.config.namespace)
-            phase = pod.status.phase if pod.status else None
+            try:
+                pod = await self._api(
+                    "get pods", self._core_api().read_namespaced_pod, *self._pod_ref()
+                )
+            except ApiException as exc:
+                raise SandboxStartError(self._api_error("get", "pods", exc)) from exc
+            except Exception as exc:
+                raise SandboxStartError(
+                    f"{self.describe()}: Kubernetes API unreachable while waiting: {_short(exc)}"
+                ) from exc
+            status = pod.status
+            phase = status.phase if status else None
             if phase == "Running":
-                return
-            waiting = self._waiting_reason(pod)
-            if phase in ("Failed", "Succeeded") or waiting in (
-                "ErrImagePull",
-                "ImagePullBackOff",
+                self.container = _sandbox_container(pod, self.container)
+                return pod
+            waiting, message = self._waiting(pod)
+            now = loop.time()
+            if phase in ("Failed", "Succeeded"):
+                why = f" ({status.reason}: {status.message})" if status and status.reason else ""
+                raise SandboxStartError(
+                    f"{self.describe()}: pod {phase}{why}"
+                    f"{' (' + waiting + ')' if waiting else ''}; {await self._events()}"
+                )
+            if waiting in ("ErrImagePull", "ImagePullBackOff"):
+                if pull_deadline is None:
+                    pull_deadline = now + self.config.image_pull_timeout
+                if now > pull_deadline:
+                    raise SandboxStartError(
+                        f"{self.describe()}: image {self.config.image!r} did not pull within "
+                        f"{self.config.image_pull_timeout:g}s ({waiting}: {message}); "
+                        f"{await self._events()}"
+                    )
+            elif waiting in (
                 "InvalidImageName",
                 "CreateContainerError",
+                "CreateContainerConfigError",
+                "RunContainerError",
             ):
                 raise SandboxStartError(
-                    f"{self.describe()}: pod {phase or 'Pending'}"
-                    f"{' (' + waiting + ')' if waiting else ''}; {self._events()}"
+                    f"{self.describe()}: pod Pending ({waiting}: {message}); {await self._events()}"
                 )
-            if time.monotonic() > deadline:
+            if now > deadline:
                 raise SandboxStartError(
                     f"{self.describe()}: not running after "
                     f"{self.config.startup_timeout:g}s (phase {phase}"
-                    f"{', ' + waiting if waiting else ''}); {self._events()}"
+                    f"{', ' + waiting if waiting else ''}{': ' + message if message else ''}); "
+                    f"{await self._events()}"
                 )
-            time.sleep(0.2)
+            await asyncio.sleep(interval)
+            interval = min(interval * 1.5, 2.0)
 
     @staticmethod
-    def _waiting_reason(pod: Any) -> str | None:
+    def _waiting(pod: Any) -> tuple[str | None, str]:
         statuses = (pod.status.container_statuses if pod.status else None) or []
         for status in statuses:
             if status.state and status.state.waiting and status.state.waiting.reason:
-                return str(status.state.waiting.reason)
+                return str(status.state.waiting.reason), str(status.state.waiting.message or "")
         conditions = (pod.status.conditions if pod.status else None) or []
         for cond in conditions:
             if cond.type == "PodScheduled" and cond.status == "False":
-                return f"Unschedulable: {cond.message or cond.reason}"
-        return None
+                return f"Unschedulable: {cond.message or cond.reason}", ""
+        return None, ""
 
-    def _events(self) -> str:
+    async def _events(self) -> str:
         try:
-            events = self._core_api().list_namespaced_event(
-                self.config.namespace, field_selector=f"involvedObject.name={self.name}"
+            events = await self._api(
+                "list events",
+                self._core_api().list_namespaced_event,
+                self.config.namespace,
+                field_selector=f"involvedObject.name={self.name}",
+                budget=5.0,
             )
         except Exception as exc:
-            return f"events unavailable: {exc}"
+            return f"events unavailable: {_short(exc)}"
         lines = [f"{e.reason}: {e.message}" for e in (events.items or [])][-5:]
         return "events: " + ("; ".join(lines) if lines else "none")
 
-    def _exec_agent(self, extra_args: list[str] | None = None) -> Any:
-        from kubernetes.client.exceptions import ApiException
+    def _exec_stream(self, extra_args: list[str] | None = None) -> Any:
         from kubernetes.stream import stream
 
-        try:
-            return stream(
-                self._core_api().connect_get_namespaced_pod_exec,
-                self.name,
-                self.config.namespace,
-                command=agent_command(self.config.python) + list(extra_args or []),
-                container="sandbox",
-                stdin=True,
-                stdout=True,
-                stderr=True,
-                tty=False,
-                _preload_content=False,
-                binary=True,
-            )
-        except ApiException as exc:
-            raise SandboxStartError(self._api_error("create", "pods/exec", exc)) from exc
+        return stream(
+            self._core_api().connect_get_namespaced_pod_exec,
+            self.name,
+            self.config.namespace,
+            command=agent_command(self.config.python) + list(extra_args or []),
+            container=self.container,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            _preload_content=False,
+            binary=True,
+        )
 
     async def _diagnose(self) -> str | None:
-        return await asyncio.to_thread(self._diagnose_sync)
+        known = self.lost or (self._exec.dead if self._exec is not None else None)
+        status = self._exec.exec_status if self._exec is not None else None
+        if self.lost:  # the API server may be the thing that is gone: do not ask it
+            return self.lost
+        try:
+            found = await asyncio.wait_for(self._diagnose_pod(), 5.0)
+        except asyncio.TimeoutError:
+            found = None
+        parts = [p for p in (found, known, f"exec status: {status}" if status else None) if p]
+        return "; ".join(parts) or None
 
-    def _diagnose_sync(self) -> str | None:
+    async def _diagnose_pod(self) -> str | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            pod = self._core_api().read_namespaced_pod(self.name, self.config.namespace)
+            pod = await self._api(
+                "get pods", self._core_api().read_namespaced_pod, *self._pod_ref(), budget=0
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return f"pod {self.config.namespace}/{self.name} no longer exists (deleted)"
             return f"pod {self.name}: {exc.status} {exc.reason}"
         except Exception as exc:
-            return f"pod {self.name}: API unreachable: {exc}"
-        phase = pod.status.phase if pod.status else None
-        return f"the exec stream to pod {self.name} closed (pod phase {phase})"
+            return f"pod {self.name}: API unreachable: {_short(exc)}"
+        status = pod.status
+        phase = status.phase if status else None
+        text = f"the exec stream to pod {self.name} closed (pod phase {phase}"
+        if status and status.reason:  # Evicted, DeadlineExceeded
+            text += f", {status.reason}: {status.message}"
+        if pod.metadata and pod.metadata.deletion_timestamp:
+            text += ", being deleted"
+        return text + ")"
 
     async def _teardown(self) -> None:
-        await asyncio.to_thread(self._delete)
-
-    def _delete(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            if self.pod_created:
-                self._core_api().delete_namespaced_pod(
-                    self.name, self.config.namespace, grace_period_seconds=0
+            if self.pod_created or self._maybe_created:
+                await self._api(
+                    "delete pods",
+                    self._core_api().delete_namespaced_pod,
+                    *self._pod_ref(),
+                    grace_period_seconds=0,
+                    budget=min(self.config.api_retry_budget, 20.0),
                 )
         except ApiException as exc:
             if exc.status != 404:
@@ -491,10 +910,43 @@ class KubernetesSandbox(Sandbox):
                     exc.reason,
                 )
         except Exception as exc:
-            log.warning("could not delete pod %s: %s", self.name, exc)
+            log.warning("could not delete pod %s: %s", self.name, _short(exc))
         finally:
-            if self._api_client is not None:
-                self._api_client.close()
+            await self._teardown_client()
+
+    async def _teardown_client(self) -> None:
+        if self._api_client is not None:
+            client, self._api_client, self._core = self._api_client, None, None
+            await asyncio.get_running_loop().run_in_executor(_api_pool(), client.close)
+
+
+def _sandbox_container(pod: Any, preferred: str) -> str:
+    """Our container in a running pod: ``preferred`` when the spec has it, else the first (kodo
+    names its container after the pod)."""
+    names = [c.name for c in (pod.spec.containers if pod.spec else None) or []]
+    return preferred if preferred in names or not names else str(names[0])
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 400 else text[:400] + "..."
+
+
+async def tcp_authenticate(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: str
+) -> None:
+    """Client side of the agent's TCP handshake: the agent sends ``{"challenge": nonce}``, we
+    answer ``{"auth": hmac_sha256(secret, nonce)}``, the agent confirms ``{"auth": "ok"}``."""
+    hello = json.loads(await reader.readline())
+    nonce = hello.get("challenge") if isinstance(hello, dict) else None
+    if not isinstance(nonce, str):
+        raise ValueError(f"expected a challenge from the agent, got {hello!r:.200}")
+    proof = hmac.new(secret.encode(), nonce.encode(), hashlib.sha256).hexdigest()
+    writer.write((json.dumps({"auth": proof}) + "\n").encode())
+    await writer.drain()
+    reply = json.loads(await reader.readline() or b"null")
+    if not isinstance(reply, dict) or reply.get("auth") != "ok":
+        raise ValueError(f"the agent refused the proof: {reply!r:.200}")
 
 
 def reap_kubernetes(

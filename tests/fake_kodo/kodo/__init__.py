@@ -46,7 +46,7 @@ class ContainerRunner:
                     "restartPolicy": "Never",
                     "containers": [
                         {
-                            "name": "sandbox",
+                            "name": name,  # as kodo does: the container is named after the pod
                             "image": image,
                             "command": ["sleep", "infinity"],
                             "env": [
