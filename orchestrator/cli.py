@@ -690,12 +690,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--concurrency", type=int, default=4, help="evaluations at once")
     swe.set_defaults(func=_cmd_swe)
 
-    from orchestrator import export, viewer
+    from orchestrator import export, k8s_check, viewer
     from orchestrator.harbor import cli as harbor_cli
 
     viewer.add_parser(sub)
     export.add_parser(sub)
     harbor_cli.add_parser(sub)
+    k8s_check.add_parser(sub)  # imports no Kubernetes client until a check runs
 
     shell = sub.add_parser("shell", help="open an interactive shell in a fresh sandbox")
     shell.add_argument("--backend", choices=["docker", "local"], default="docker")
