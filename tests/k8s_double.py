@@ -139,9 +139,11 @@ class ExecStream:
         try:
             if how == "clean":
                 self.send(_frame(0x8, struct.pack(">H", code) + reason.encode()))
-                self.client.shutdown(socket.SHUT_RDWR)
-            else:  # reset: SO_LINGER 0 turns close() into an RST
+                socket.socket.shutdown(self.client, socket.SHUT_RDWR)
+            else:  # reset: no close frame; SO_LINGER 0 makes the final close an RST
                 self.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # shutdown, not just close: the handler's reader holds the socket open
+                socket.socket.shutdown(self.client, socket.SHUT_RDWR)
             self.client.close()
         except OSError:
             pass
@@ -181,6 +183,11 @@ class KubeDouble:
             "major": "1",
             "minor": "30",
             "gitVersion": "v1.30.0-double",
+            "gitCommit": "0" * 40,
+            "gitTreeState": "clean",
+            "buildDate": "2026-01-01T00:00:00Z",
+            "goVersion": "go1.22.0",
+            "compiler": "gc",
             "platform": "linux/amd64",
         }
         # ---- state
@@ -330,6 +337,7 @@ class KubeDouble:
         for conn in list(self._conns):
             try:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)  # wakes the handler's reader
                 conn.close()
             except OSError:
                 pass
@@ -732,7 +740,7 @@ class KubeDouble:
                     if m == method and found:
                         handler(self, found, query, raw_body)
                         return
-                if url.path == "/version":
+                if url.path.rstrip("/") == "/version":
                     self.send_json(200, double.version)
                     return
                 if method == "POST" and url.path == (

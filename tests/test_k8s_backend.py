@@ -106,7 +106,7 @@ async def test_one_exec_stream_for_the_whole_trajectory(kube_double: Any) -> Non
 
 @pytest.mark.docker
 async def test_image_pull_failure_names_the_image_with_events(kube_double: Any) -> None:
-    sb = kube_config(kube_double, image="agentic-rollout/not-there:1").build()
+    sb = kube_config(kube_double, image="agentic-rollout/not-there:1", image_pull_timeout=1).build()
     with pytest.raises(
         SandboxStartError,
         match=r"ErrImagePull.*Failed to pull image \"agentic-rollout/not-there:1\"",

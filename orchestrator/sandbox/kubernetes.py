@@ -12,13 +12,10 @@ Every API call is retried on 429/5xx and on connection errors, honouring ``Retry
 ``api_retry_budget`` seconds. A create that committed but answered 5xx is found again on the 409
 of its retry by a per-sandbox annotation and adopted (never a second pod).
 
-The exec stream: the client's websocket handshake (``kubernetes.stream``) and then our own frame
-loop on its ``websocket.WebSocket``: a blocking reader thread (TLS-buffered frames are read, not
-polled for: no dependence on the client's ``update()``), stdin written in frames of at most
-``max_ws_frame`` bytes (API servers close a stream on a frame over 32 MiB), channel 3 (exec
-status/start errors) kept for diagnostics, v4 and v5 channel protocols. A heartbeat ``ping`` RPC
-every ``heartbeat_interval`` s keeps idle streams alive through idle timeouts and turns a
-half-open connection into a failure within ``heartbeat_interval + heartbeat_timeout`` s; closing
+The exec stream (``kubernetes_stream.ExecTransport``): our own frame loop after the client's
+handshake; stdin chunked under the 32 MiB frame limit, channel 3 kept, v4 and v5. A heartbeat
+``ping`` RPC every ``heartbeat_interval`` s keeps idle streams alive through idle timeouts and
+turns a half-open connection into a failure within ``heartbeat_interval + heartbeat_timeout`` s; closing
 shuts the socket down without waiting on a blocked send.
 
 Verified against a wire-level API double (``tests/k8s_double.py``) with fault switches, not a
@@ -28,11 +25,8 @@ live cluster: ``agentic-rollout k8s check`` verifies a live cluster (docs/kubern
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import functools
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -65,6 +59,7 @@ from orchestrator.sandbox.docker import (
     default_owner,
     process_start_ticks,
 )
+from orchestrator.sandbox.kubernetes_stream import ExecTransport, tcp_authenticate
 from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -337,138 +332,6 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (urllib3.exceptions.HTTPError, OSError))
 
 
-class _ExecTransport:
-    """The exec websocket as a Transport: our own frame loop on the client's WebSocket.
-
-    Reader: a thread blocked in ``recv_data_frame`` (stdout to the event loop, stderr and
-    channel 3 kept for diagnostics). Writer: a thread of its own (never the shared executor)
-    sending stdin in frames of at most ``max_frame`` bytes, bounded by a stall timeout. Close and
-    abort shut the socket down, which frees both threads at once even mid-send.
-    """
-
-    def __init__(
-        self,
-        ws_client: Any,
-        loop: asyncio.AbstractEventLoop,
-        *,
-        max_frame: int = 1 << 20,
-        write_timeout: float = 60.0,
-    ) -> None:
-        self._ws = ws_client.sock  # websocket.WebSocket, after the client's handshake
-        self._raw = self._ws.sock  # socket.socket or ssl.SSLSocket
-        self.subprotocol = str(getattr(ws_client, "subprotocol", None) or "v4.channel.k8s.io")
-        self._loop = loop
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
-        self.exec_status: str | None = None  # channel 3: the exec's status or start error
-        self.dead: str | None = None  # why the stream ended, when we know better than "EOF"
-        self._closed = False
-        self._max_frame = max_frame
-        self._write_timeout = write_timeout
-        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="k8s-exec-w")
-        self._ws.settimeout(None)
-        self._thread = threading.Thread(target=self._pump, name="k8s-exec-r", daemon=True)
-        self._thread.start()
-
-    def _pump(self) -> None:
-        from websocket import ABNF
-
-        try:
-            while True:
-                opcode, frame = self._ws.recv_data_frame(True)
-                if opcode == ABNF.OPCODE_CLOSE:
-                    break
-                if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
-                    continue
-                data = frame.data if isinstance(frame.data, bytes) else frame.data.encode()
-                channel, payload = data[0], data[1:]
-                if channel == 1 and payload:
-                    self._loop.call_soon_threadsafe(self._queue.put_nowait, payload)
-                elif channel == 2:
-                    self._stderr.append(payload)
-                elif channel == 3:
-                    self.exec_status = _exec_status_text(payload)
-                # 255 (v5): the server closed one of our channels; the close frame follows
-        except Exception as exc:  # reset, TLS error, shut down by abort(): EOF for the reader
-            if not self._closed and self.dead is None:
-                self.dead = f"exec stream broke: {exc or type(exc).__name__}"
-            log.debug("exec stream reader stopped: %r", exc)
-        finally:
-            try:
-                self._loop.call_soon_threadsafe(self._queue.put_nowait, b"")
-            except RuntimeError:
-                pass  # the loop is closed
-            try:
-                self._raw.close()
-            except OSError:
-                pass
-
-    async def read(self) -> bytes:
-        return await self._queue.get()
-
-    def _send(self, data: bytes) -> None:
-        from websocket import ABNF
-
-        view = memoryview(data)
-        for i in range(0, len(data), self._max_frame):
-            self._ws.send(b"\x00" + bytes(view[i : i + self._max_frame]), ABNF.OPCODE_BINARY)
-
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise ConnectionError(self.dead or "exec stream to the pod is closed")
-        limit = self._write_timeout + len(data) / 1e6
-        try:
-            fut = self._loop.run_in_executor(self._writer, self._send, data)
-            await asyncio.wait_for(fut, limit)
-        except asyncio.TimeoutError:
-            self.abort(f"a write to the exec stream stalled for {limit:.0f}s (half-open?)")
-            raise ConnectionError(self.dead) from None
-        except RuntimeError as exc:  # the writer was shut down by close()
-            raise ConnectionError(self.dead or "exec stream to the pod is closed") from exc
-        except Exception as exc:
-            raise ConnectionError(f"exec stream write failed: {exc}") from exc
-
-    def abort(self, reason: str) -> None:
-        """Kill the stream now, from any thread: blocked reads and sends fail at once."""
-        if self.dead is None:
-            self.dead = reason
-        self._closed = True
-        try:  # the plain socket's shutdown: SSLSocket.shutdown would drop its SSL object under
-            # a thread still inside it
-            socket.socket.shutdown(self._raw, socket.SHUT_RDWR)
-        except (OSError, TypeError, ValueError):
-            pass
-        self._writer.shutdown(wait=False, cancel_futures=True)
-
-    async def close(self) -> None:
-        # never waits: the socket's shutdown unblocks the threads, which then exit on their own
-        if not self._closed:
-            self.abort("closed by the host")
-
-    def stderr_tail(self) -> str:
-        text = b"".join(self._stderr)[-4096:].decode("utf-8", "replace")
-        if self.exec_status:
-            text += f"{chr(10) if text else ''}[exec status: {self.exec_status}]"
-        return text
-
-
-def _exec_status_text(payload: bytes) -> str:
-    """Channel 3 carries a metav1.Status: success, the exit code, or why exec could not start."""
-    try:
-        status = json.loads(payload)
-    except ValueError:
-        return payload.decode("utf-8", "replace")[:500]
-    if not isinstance(status, dict):
-        return str(status)[:500]
-    if status.get("status") == "Success":
-        return "Success"
-    causes = (status.get("details") or {}).get("causes") or []
-    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-    if code is not None:
-        return f"exit code {code}"
-    return str(status.get("message") or status.get("reason") or status)[:500]
-
-
 class KubernetesSandbox(Sandbox):
     backend: ClassVar[str] = "kubernetes"
 
@@ -485,7 +348,7 @@ class KubernetesSandbox(Sandbox):
         self._maybe_created = False  # a create was sent: teardown deletes by name
         self.container = "sandbox"  # the exec target, from the running pod's spec
         self.protocol: str | None = None  # negotiated exec subprotocol
-        self._exec: _ExecTransport | None = None
+        self._exec: ExecTransport | None = None
         self._abort: Callable[[str], None] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.lost: str | None = None  # set when the heartbeat declared the connection dead
@@ -534,9 +397,18 @@ class KubernetesSandbox(Sandbox):
         await self._wait_running()
         if self.config.connect == "tcp":
             return await self._open_tcp()
-        return await self._attach()
+        transport = await self._attach()
+        try:
+            await transport.write(b"".join(agent_payload()))
+        except ConnectionError as exc:  # the exec died at once: channel 3 says why
+            why = await self._diagnose()
+            raise SandboxStartError(
+                f"{self.describe()}: could not stream the agent in: {why or exc}"
+            ) from exc
+        self.agent_injected = True
+        return transport
 
-    async def _attach(self, extra_args: list[str] | None = None) -> _ExecTransport:
+    async def _attach(self, extra_args: list[str] | None = None) -> ExecTransport:
         """Open the exec stream running the agent's bootstrap, as a transport."""
         from kubernetes.client.exceptions import ApiException
 
@@ -549,7 +421,7 @@ class KubernetesSandbox(Sandbox):
             )
         except ApiException as exc:
             raise SandboxStartError(self._api_error("create", "pods/exec", exc)) from exc
-        transport = _ExecTransport(
+        transport = ExecTransport(
             ws,
             asyncio.get_running_loop(),
             max_frame=self.config.max_ws_frame,
@@ -602,7 +474,7 @@ class KubernetesSandbox(Sandbox):
         self._abort = lambda _reason: writer.transport.abort()
         return StreamTransport(reader, writer)
 
-    async def _wait_listening(self, bootstrap: _ExecTransport) -> None:
+    async def _wait_listening(self, bootstrap: ExecTransport) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.startup_timeout
         seen = b""
@@ -736,11 +608,8 @@ class KubernetesSandbox(Sandbox):
             )
         if status == 403 and ("exceeded quota" in str(reason) or "quota" in str(reason).lower()):
             return f"{self.describe()}: rejected by a ResourceQuota: {reason}"
-        if (
-            (status == 403
-            and "forbidden: User" in str(reason))
-            or (status == 403
-            and "cannot" in str(reason))
+        if (status == 403 and "forbidden: User" in str(reason)) or (
+            status == 403 and "cannot" in str(reason)
         ):
             return (
                 f"{self.describe()}: forbidden: the orchestrator may not {verb} {resource} in "
@@ -930,23 +799,6 @@ def _sandbox_container(pod: Any, preferred: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 400 else text[:400] + "..."
-
-
-async def tcp_authenticate(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, secret: str
-) -> None:
-    """Client side of the agent's TCP handshake: the agent sends ``{"challenge": nonce}``, we
-    answer ``{"auth": hmac_sha256(secret, nonce)}``, the agent confirms ``{"auth": "ok"}``."""
-    hello = json.loads(await reader.readline())
-    nonce = hello.get("challenge") if isinstance(hello, dict) else None
-    if not isinstance(nonce, str):
-        raise ValueError(f"expected a challenge from the agent, got {hello!r:.200}")
-    proof = hmac.new(secret.encode(), nonce.encode(), hashlib.sha256).hexdigest()
-    writer.write((json.dumps({"auth": proof}) + "\n").encode())
-    await writer.drain()
-    reply = json.loads(await reader.readline() or b"null")
-    if not isinstance(reply, dict) or reply.get("auth") != "ok":
-        raise ValueError(f"the agent refused the proof: {reply!r:.200}")
 
 
 def reap_kubernetes(
