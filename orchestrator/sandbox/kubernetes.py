@@ -15,8 +15,8 @@ of its retry by a per-sandbox annotation and adopted (never a second pod).
 The exec stream (``kubernetes_stream.ExecTransport``): our own frame loop after the client's
 handshake; stdin chunked under the 32 MiB frame limit, channel 3 kept, v4 and v5. A heartbeat
 ``ping`` RPC every ``heartbeat_interval`` s keeps idle streams alive through idle timeouts and
-turns a half-open connection into a failure within ``heartbeat_interval + heartbeat_timeout`` s; closing
-shuts the socket down without waiting on a blocked send.
+turns a half-open connection into a failure within ``heartbeat_interval + heartbeat_timeout``
+seconds; closing shuts the socket down without waiting on a blocked send.
 
 Verified against a wire-level API double (``tests/k8s_double.py``) with fault switches, not a
 live cluster: ``agentic-rollout k8s check`` verifies a live cluster (docs/kubernetes.md).
