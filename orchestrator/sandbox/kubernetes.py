@@ -629,6 +629,7 @@ class KubernetesSandbox(Sandbox):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.startup_timeout
         pull_deadline: float | None = None
+        pull_error = ""
         interval = 0.2
         while True:
             try:
@@ -657,11 +658,13 @@ class KubernetesSandbox(Sandbox):
             if waiting in ("ErrImagePull", "ImagePullBackOff"):
                 if pull_deadline is None:
                     pull_deadline = now + self.config.image_pull_timeout
+                if waiting == "ErrImagePull":
+                    pull_error = message  # the back-off's own message only says "Back-off"
                 if now > pull_deadline:
                     raise SandboxStartError(
                         f"{self.describe()}: image {self.config.image!r} did not pull within "
-                        f"{self.config.image_pull_timeout:g}s ({waiting}: {message}); "
-                        f"{await self._events()}"
+                        f"{self.config.image_pull_timeout:g}s (ErrImagePull: "
+                        f"{pull_error or message}); {await self._events()}"
                     )
             elif waiting in (
                 "InvalidImageName",
