@@ -940,10 +940,23 @@ class KubeDouble:
                 double.streams.append(stream)
                 double.negotiated.append(protocol)
                 api = double.docker.api
-                exec_id = api.exec_create(
-                    c.id, query.get("command", []), stdin=True, stdout=True, stderr=True
-                )["Id"]
-                sock = api.exec_start(exec_id, socket=True)._sock
+                try:
+                    exec_id = api.exec_create(
+                        c.id, query.get("command", []), stdin=True, stdout=True, stderr=True
+                    )["Id"]
+                    sock = api.exec_start(exec_id, socket=True)._sock
+                except docker.errors.APIError as exc:  # the runtime refused: channel 3 only
+                    status = {
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": f"Internal error occurred: error executing command in "
+                        f"container: {exc.explanation or exc}",
+                        "reason": "InternalError",
+                        "code": 500,
+                    }
+                    stream.send(_frame(0x2, b"\x03" + json.dumps(status).encode()))
+                    stream.close("clean")
+                    return
                 stream.exec_sock = sock
                 threading.Thread(
                     target=self._pump_out, args=(stream, sock, api, exec_id), daemon=True
