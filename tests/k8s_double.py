@@ -371,12 +371,35 @@ class KubeDouble:
         self.event(ns, name, "Evicted", message)
 
     def _kill(self, ns: str, name: str) -> None:
-        c = self.container(ns, name)
-        if c is not None:
-            c.remove(force=True)
+        """The kubelet's side of a deletion: streams end now, the container goes in the
+        background (as on a node, and Docker can take seconds to remove one)."""
         for s in list(self.streams):
             if (s.ns, s.pod) == (ns, name):
                 s.close("clean")
+        threading.Thread(target=self._remove_container, args=(ns, name), daemon=True).start()
+
+    def _remove_container(self, ns: str, name: str) -> None:
+        c = self.container(ns, name)
+        if c is not None:
+            try:
+                c.remove(force=True)
+            except docker.errors.APIError:
+                pass  # already going
+
+    def _start_container(self, ns: str, name: str, image: str, kwargs: dict[str, Any]) -> None:
+        """The kubelet starting the pod's container, off the request thread."""
+        pod = self.pods.get((ns, name))
+        try:
+            # create + start, never run(): run() pulls a missing image, i.e. talks to a registry
+            container = self.docker.containers.create(image, **kwargs)
+            container.start()
+            if pod is not None:
+                pod["_cid"] = container.id
+        except docker.errors.APIError as exc:
+            if pod is not None:
+                pod["_start_error"] = str(exc.explanation or exc)
+        if self.pods.get((ns, name)) is not pod or (pod is not None and "_terminal" in pod):
+            self._remove_container(ns, name)  # deleted while it was starting
 
     def _watchdog(self) -> None:
         """Idle timeouts of exec streams; graceful deletions that ran out their grace."""
@@ -527,10 +550,13 @@ class KubeDouble:
         pod["_pull_ok_at"] = time.monotonic() + self.pull_backoff.get(image, 0.0)
         pod["_ready_at"] = time.monotonic() + self.start_delay
         try:
-            # create + start, never run(): run() pulls a missing image, i.e. talks to a registry
-            self.docker.containers.create(image, **kwargs).start()
+            self.docker.images.get(image)
         except docker.errors.ImageNotFound:
             pod["_pull_ok_at"] = float("inf")  # the kubelet backs off and retries forever
+        else:
+            threading.Thread(
+                target=self._start_container, args=(ns, name, image, kwargs), daemon=True
+            ).start()
         self.event(ns, name, "Scheduled", f"Successfully assigned {ns}/{name} to double-node")
         return self.public(pod)
 
@@ -601,7 +627,35 @@ class KubeDouble:
                 ],
             }
             return self.public(pod)
-        c = self.container(ns, name)
+        if "_start_error" in pod:
+            pod["status"] = {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {
+                        **base,
+                        "ready": False,
+                        "state": {
+                            "waiting": {
+                                "reason": "CreateContainerError",
+                                "message": pod["_start_error"],
+                            }
+                        },
+                    }
+                ],
+            }
+            return self.public(pod)
+        if "_cid" not in pod:
+            pod["status"] = {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {**base, "ready": False, "state": {"waiting": {"reason": "ContainerCreating"}}}
+                ],
+            }
+            return self.public(pod)
+        try:
+            c = self.docker.containers.get(pod["_cid"])
+        except docker.errors.NotFound:
+            c = None
         if c is not None:
             state = c.attrs["State"]
             if state["Running"]:
@@ -910,8 +964,8 @@ class KubeDouble:
                         400, "BadRequest", f"container {wanted} is not valid for pod {name}"
                     )
                     return
-                c = double.container(ns, name)
-                if view["status"].get("phase") != "Running" or c is None:
+                cid = pod.get("_cid") if pod else None
+                if view["status"].get("phase") != "Running" or cid is None:
                     self.status(400, "BadRequest", f"pod {name} is not running")
                     return
                 key = self.headers.get("Sec-WebSocket-Key")
@@ -942,7 +996,7 @@ class KubeDouble:
                 api = double.docker.api
                 try:
                     exec_id = api.exec_create(
-                        c.id, query.get("command", []), stdin=True, stdout=True, stderr=True
+                        cid, query.get("command", []), stdin=True, stdout=True, stderr=True
                     )["Id"]
                     sock = api.exec_start(exec_id, socket=True)._sock
                 except docker.errors.APIError as exc:  # the runtime refused: channel 3 only

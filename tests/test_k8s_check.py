@@ -35,7 +35,7 @@ def run_check(double: Any, report: Path, *extra: str) -> subprocess.CompletedPro
             "--idle",
             "1",
             "--startup-timeout",
-            "60",
+            "300",
             *extra,
         ],
         capture_output=True,

@@ -516,7 +516,7 @@ class KubernetesSandbox(Sandbox):
         """One API call on the API pool, retried on 429/5xx/unreachable with ``Retry-After``
         (else exponential backoff with jitter) for at most ``budget`` seconds."""
         loop = asyncio.get_running_loop()
-        if fn is not self._exec_stream:
+        if fn != self._exec_stream:  # bound methods compare equal, never identical
             kwargs.setdefault("_request_timeout", self.config.api_timeout)
         budget = self.config.api_retry_budget if budget is None else budget
         deadline = loop.time() + budget
