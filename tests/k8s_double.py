@@ -161,7 +161,8 @@ class KubeDouble:
         self.events: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.RLock()
-        self.docker = docker.from_env()
+        # a loaded daemon can take minutes per create/remove: wait rather than fail the pod
+        self.docker = docker.from_env(timeout=600)
         # ---- switches
         self.forbidden: set[tuple[str, str]] = set()
         self.throttle_creates = 0
@@ -400,9 +401,9 @@ class KubeDouble:
             container.start()
             if pod is not None:
                 pod["_cid"] = container.id
-        except docker.errors.APIError as exc:
+        except Exception as exc:  # the runtime failed: the pod says so, the double goes on
             if pod is not None:
-                pod["_start_error"] = str(exc.explanation or exc)
+                pod["_start_error"] = str(getattr(exc, "explanation", None) or exc)
         if self.pods.get((ns, name)) is not pod or (pod is not None and "_terminal" in pod):
             self._remove_container(ns, name)  # deleted while it was starting
 
