@@ -220,7 +220,10 @@ class KubeDouble:
             s.close("reset")
         try:
             for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
-                c.remove(force=True)
+                try:
+                    c.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # removed meanwhile by a deletion's background thread
         except (docker.errors.APIError, OSError) as exc:  # a slow daemon: the next exit retries
             import logging
 
