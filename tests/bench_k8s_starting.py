@@ -3,8 +3,9 @@ slow start phase). Not a test: a measurement, run as
 
     PYTHONPATH=$PWD python -m tests.bench_k8s_starting --running 4 --starting 32 --delay 8
 
-Point PYTHONPATH at another checkout's ``orchestrator`` (keeping this file's double) to compare
-versions: the double and the load are the same, only the backend changes.
+To compare versions, run from another directory with PYTHONPATH=OTHER_CHECKOUT:THIS_CHECKOUT
+(``python -m`` puts the current directory first): the double and the load stay the same, only
+the backend changes; the output names the backend module used.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for sb in running:
                 await sb.close()
     failures = [repr(s) for s in started if isinstance(s, BaseException)]
+    import orchestrator.sandbox.kubernetes as backend
+
     return {
+        "backend": backend.__file__,
         "running": args.running,
         "starting": args.starting,
         "start_delay_s": args.delay,

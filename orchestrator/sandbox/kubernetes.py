@@ -604,7 +604,8 @@ class KubernetesSandbox(Sandbox):
         if status == 403 and "PodSecurity" in str(reason):
             return (
                 f"{self.describe()}: rejected by PodSecurity admission in namespace "
-                f"{self.config.namespace!r} (not RBAC; see docs/kubernetes.md): {reason}"
+                f"{self.config.namespace!r} (a policy on the pod, not a permission; see "
+                f"docs/kubernetes.md): {reason}"
             )
         if status == 403 and ("exceeded quota" in str(reason) or "quota" in str(reason).lower()):
             return f"{self.describe()}: rejected by a ResourceQuota: {reason}"
