@@ -69,7 +69,7 @@ async def test_tls_with_several_frames_per_record_and_v5(tls_double: Any) -> Non
     cfg = kube_config(tls_double, heartbeat_interval=0)
     from kubernetes.stream import ws_client
 
-    # clients from 33.x offer v5 first (and a 1.30+ server takes it); older ones offer only v4
+    # recent clients (37.x) offer v5 first (and a 1.30+ server takes it); 30-32 offer only v4
     expected = "v5.channel.k8s.io" if hasattr(ws_client, "V5_CHANNEL_PROTOCOL") else V4
     async with cfg.build() as sb:
         assert sb.protocol == expected
