@@ -918,15 +918,14 @@ class Session(object):
         oom_after = _oom_kills()
         oom = call.oom_before is not None and oom_after is not None and oom_after > call.oom_before
         if self.guard is not None:
+            with self.guard.lock:
+                pass  # a kill in progress (it may be what ended this command) is logged first
             note = self.guard.note_for(self.proc.pid if self.proc else None, call.guard_mark)
             if note:
                 call.notes.append(note)
                 self.flooded = None  # reported here; what is left in the pipe is this call's
             elif (self.guard.refused() or 0) > (call.refused_before or 0):
-                call.notes.append(
-                    "pids limit reached (%s processes) during this command: some forks failed"
-                    % self.guard.limit
-                )
+                call.notes.append(self._end_leftovers(call))
         output = call.capture.text()
         # bash names the sourced file in its messages ("<file>: line 1: 17 Killed  sleep 60")
         output = output.replace(call.cmd_file + ": ", "bash: ")
@@ -950,6 +949,21 @@ class Session(object):
         if call.notes:
             result["note"] = "; ".join(call.notes)
         return result
+
+    def _end_leftovers(self, call):
+        """The command hit the pids limit: what it left running (a fork bomb whose first
+        generation returned) is killed now rather than flooding the next command."""
+        left = []
+        if self._alive():
+            root = self.proc.pid
+            left = command_processes(root, call.old_children, sid=root)
+            if left:
+                kill_tree(root, call.old_children, {root, os.getpgid(0)}, sid=root)
+        what = "killed %d processes it left running" % len(left) if left else "some forks failed"
+        return "pids limit reached (%s processes) during this command: %s" % (
+            self.guard.limit,
+            what,
+        )
 
     def _interrupt(self, old_children):
         try:
