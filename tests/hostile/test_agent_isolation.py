@@ -167,9 +167,9 @@ ORCHESTRATOR = textwrap.dedent(
         sandbox = config.build()
         await sandbox.start()
         # a command that keeps everything it can: a background job holding its own pipes, and
-        # a try at the agent's stdin (refused, see the tests above)
+        # a read-write open of the agent's stdin, which would keep a writer on it (refused now)
         await sandbox.run(
-            "sleep 1000 & (exec 9</proc/1/fd/3; sleep 1000) 2>/dev/null &"
+            "sleep 1000 & (exec 9<>/proc/1/fd/3; sleep 1000) 2>/dev/null &"
         )
         print(sandbox.container_id, flush=True)
         await asyncio.sleep(1000)

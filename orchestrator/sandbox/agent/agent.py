@@ -481,12 +481,14 @@ class PidsGuard(object):
         return None
 
     def check(self):
+        """Kill a fork bomb if the limit was hit since the last check; returns the count of
+        refused forks as of now (None without a pids cgroup)."""
         refused = self.refused()
         if refused is None or refused == self.seen:
-            return
+            return refused
         with self.lock:
             if refused == self.seen:
-                return
+                return refused
             for _ in range(3):  # again while a session still holds half the limit
                 if not self._kill_biggest():
                     break
@@ -498,6 +500,7 @@ class PidsGuard(object):
                             break
                         time.sleep(0.01)
             self.seen = self.refused()  # and the forks refused while we were killing
+            return self.seen
 
     def _kill_biggest(self):
         table = _proc_table()
@@ -793,9 +796,9 @@ class Session(object):
                 f.write(text)
         call = _Call(self.seq, timeout, cap, cmd_file, direct_children(self.proc.pid))
         if self.guard is not None:
-            self.guard.check()  # a bomb left by an earlier command is killed before we start
+            # a bomb left by an earlier command is killed before this one starts
+            call.refused_before = self.guard.check()
             call.guard_mark = self.guard.kills
-            call.refused_before = self.guard.refused()
         if self.flooded is not None:
             dropped = len(_drain(self.proc.stdout.fileno()))
             call.notes.append(
