@@ -530,15 +530,15 @@ class PidsGuard(object):
                 os.kill(sid, signal.SIGKILL)  # the leader of a setsid'd or exec'd tree
             except OSError:
                 pass
-        self.kills += 1
         where = "session %r" % session.name if session is not None else "process session %d" % sid
         note = (
             "pids limit reached (%s processes): killed %d processes of %s that were still "
             "forking (a fork bomb?)" % (self.limit, count, where)
         )
-        self.log.append((self.kills, sid, note))
+        self.log.append((self.kills + 1, sid, note))
         if session is not None:
             session.flooded = note
+        self.kills += 1  # last: whoever sees the new count also sees the note
         return True
 
     def note_for(self, sid, mark):
