@@ -35,6 +35,8 @@
             ├── NoSpaceError (OSError)
             ├── ResourceExhaustedError
             ├── UnsafeArchiveError (ValueError)
+            ├── NotARegularFileError (OSError)  a FIFO, socket or device the agent won't open
+            ├── ArchiveTooLargeError          a download refused: sparse file or over max_bytes
             └── RemoteInternalError
 
 Errors cross the RPC boundary as ``{"code", "type", "message", "data"}`` and are raised on the
@@ -196,6 +198,15 @@ class UnsafeArchiveError(RemoteError, ValueError):
     """An uploaded archive has members that escape the destination."""
 
 
+class NotARegularFileError(RemoteError, OSError):
+    """A file read or append hit a FIFO, socket or device: refused instead of blocking."""
+
+
+class ArchiveTooLargeError(RemoteError):
+    """A download was refused: a sparse file (its holes would cross as zeros) or more bytes
+    than the request's ``max_bytes``."""
+
+
 class RemoteInternalError(RemoteError):
     """The agent hit a bug while handling the request (it keeps running)."""
 
@@ -216,6 +227,8 @@ REMOTE_ERROR_TYPES: dict[str, type[RemoteError]] = {
     "NoSpace": NoSpaceError,
     "ResourceExhausted": ResourceExhaustedError,
     "UnsafeArchive": UnsafeArchiveError,
+    "NotARegularFile": NotARegularFileError,
+    "ArchiveTooLarge": ArchiveTooLargeError,
     "InternalError": RemoteInternalError,
 }
 

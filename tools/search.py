@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -36,6 +36,14 @@ class SearchConfig(ToolConfig):
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A FIFO, socket or device under the searched path: never read (it could block)."""
+
+    path: str
+    kind: str
+
+
+@dataclass
 class Query:
     pattern: str
     path: str
@@ -44,6 +52,9 @@ class Query:
     fixed: bool
     context: int
     cap: int
+    #: filled by the engine that ran (the first 100, and how many in all)
+    skipped: list[Skipped] = field(default_factory=list)
+    skipped_count: int = 0
 
 
 class Match:
@@ -114,6 +125,11 @@ class SearchTool(AgenticBaseTool):
                 re.compile(pattern)
             except re.error as exc:
                 raise ToolError(f"Invalid regular expression {pattern!r}: {exc}") from None
+        if command == "search_file" and st.type == "other":
+            raise ToolError(
+                f"{_show(path)} is not a regular file (a FIFO, socket or device): not searched, "
+                "reading it could block"
+            )
         if command == "search_file" and st.type != "file":
             raise ToolError(f"File {path} not found")
         if command == "search_dir" and st.type != "directory":
@@ -137,11 +153,16 @@ class SearchTool(AgenticBaseTool):
                 counts = {}
                 for m in (await self._matches(sandbox, query))[0]:
                     counts[m.path] = counts.get(m.path, 0) + 1
-            return self._render_dir(pattern, path, counts, limit)
-        matches = await self._matches(sandbox, query)
-        if command == "search_file":
-            return self._render_file(pattern, path, matches, limit)
-        return self._render_grep(pattern, path, matches, limit)
+            result = self._render_dir(pattern, path, counts, limit)
+        else:
+            matches = await self._matches(sandbox, query)
+            if command == "search_file":
+                result = self._render_file(pattern, path, matches, limit)
+            else:
+                result = self._render_grep(pattern, path, matches, limit)
+        if query.skipped_count:
+            result.output += _skipped_note(query)
+        return result
 
     # ---- engines
 
@@ -159,19 +180,30 @@ class SearchTool(AgenticBaseTool):
         if await self._use_rg(sandbox):
             found, truncated = await self._rg(sandbox, q)
         else:
-            res = await sandbox.search(
-                q.path,
-                q.pattern,
-                include=q.include,
-                context=q.context,
-                max_results=q.cap,
-                ignore_case=q.ignore_case,
-                fixed_string=q.fixed,
+            # the RPC call itself, not Sandbox.search: its result model has no `skipped` yet
+            res = await sandbox.rpc.call(
+                "search",
+                {
+                    "path": q.path,
+                    "pattern": q.pattern,
+                    "mode": "content",
+                    "include": q.include,
+                    "context": q.context,
+                    "max_results": q.cap,
+                    "ignore_case": q.ignore_case,
+                    "fixed_string": q.fixed,
+                },
+                timeout=300.0,
             )
             found = [
-                Match(m.path, m.line or 0, m.text or "", m.before, m.after) for m in res.matches
+                Match(m["path"], m.get("line") or 0, m.get("text") or "", *_context(m))
+                for m in res["matches"]
             ]
-            truncated = res.truncated
+            truncated = bool(res["truncated"])
+            q.skipped.extend(
+                Skipped(str(s["path"]), str(s["kind"])) for s in res.get("skipped", [])
+            )
+            q.skipped_count += int(res.get("skipped_count", len(q.skipped)))
         found.sort(key=lambda m: (m.path, m.line))  # one order, whichever engine ran
         return found, truncated
 
@@ -191,30 +223,41 @@ class SearchTool(AgenticBaseTool):
         return [*argv, "-e", q.pattern, "--", q.path]
 
     @staticmethod
-    async def _run_rg(sandbox: Sandbox, argv: list[str]) -> ExecResult:
-        res = await sandbox.exec(argv, timeout=300, max_output=64 * 1024 * 1024)
+    async def _run_rg(sandbox: Sandbox, argv: list[str], q: Query) -> ExecResult:
+        # --debug: rg skips FIFOs, sockets and devices while walking and says so only there
+        res = await sandbox.exec(
+            [argv[0], "--debug", *argv[1:]], timeout=300, max_output=64 * 1024 * 1024
+        )
         if res.exit_code not in (0, 1):  # 1: no match
-            raise ToolError(f"search failed: {res.stderr.strip()[:500]}")
+            errors = "\n".join(x for x in res.stderr.splitlines() if not x.startswith("DEBUG|"))
+            raise ToolError(f"search failed: {_show(errors.strip()[:500])}")
+        for m in _RG_SKIPPED.finditer(res.stderr):
+            q.skipped_count += 1
+            if len(q.skipped) < 100:
+                q.skipped.append(Skipped(m.group(1), _RG_KINDS.get(int(m.group(2)), "other")))
         return res
 
     async def _rg_counts(self, sandbox: Sandbox, q: Query) -> dict[str, int]:
         """Matching lines per file (``rg --count``; NUL after each path)."""
         argv = self._rg_argv(q, "--count", "--with-filename", "--null")
-        res = await self._run_rg(sandbox, argv)
+        res = await self._run_rg(sandbox, argv, q)
+        # "path\0count\n" per file; a path may hold newlines (never NUL): split on NUL first
         counts: dict[str, int] = {}
-        for line in res.stdout.splitlines():
-            name, sep, number = line.rpartition("\0")
-            if sep and number.isdigit():
+        parts = res.stdout.split("\0")
+        for k in range(1, len(parts)):
+            number, _, _next = parts[k].partition("\n")
+            name = parts[k - 1] if k == 1 else parts[k - 1].partition("\n")[2]
+            if number.isdigit():
                 counts[name] = int(number)
         return counts
 
     async def _rg(self, sandbox: Sandbox, q: Query) -> tuple[list[Match], bool]:
         argv = self._rg_argv(q, "--json")
-        res = await self._run_rg(sandbox, argv)
+        res = await self._run_rg(sandbox, argv, q)
         matches: list[Match] = []
         before: list[str] = []
         last: Match | None = None
-        for line in res.stdout.splitlines():
+        for line in res.stdout.split("\n"):  # not splitlines: JSON may hold U+2028 raw
             try:
                 event = json.loads(line)
             except ValueError:
@@ -254,7 +297,7 @@ class SearchTool(AgenticBaseTool):
                 output=f'No matches found for "{pattern}" in {path}',
                 data={"files": []},
             )
-        shown = paths[:limit]
+        shown = [_show(p) for p in paths[:limit]]
         more = (
             f"\n[{len(paths) - limit} more not shown; narrow the pattern]"
             if len(paths) > limit
@@ -283,7 +326,7 @@ class SearchTool(AgenticBaseTool):
                 "your search.",
                 data={"files": counts},
             )
-        body = "\n".join(f"{p} ({n} matches)" for p, n in sorted(counts.items()))
+        body = "\n".join(f"{_show(p)} ({n} matches)" for p, n in sorted(counts.items()))
         total = sum(counts.values())
         return ToolResult(
             success=True,
@@ -332,16 +375,17 @@ class SearchTool(AgenticBaseTool):
         out: list[str] = []
         last: tuple[str, int] | None = None  # (path, line) printed last
         for m in matches[:limit]:
+            shown_path = _show(m.path)
             first = m.line - len(m.before)
             if last is not None and (last[0] != m.path or first > last[1] + 1):
                 out.append("--")  # like grep: separate only blocks that are not contiguous
             for k, text in enumerate(m.before):
                 number = first + k
                 if last is None or last[0] != m.path or number > last[1]:
-                    out.append(f"{m.path}-{number}-{_cut(text, cfg.max_line_length)}")
-            out.append(f"{m.path}:{m.line}:{_cut(m.text, cfg.max_line_length)}")
+                    out.append(f"{shown_path}-{number}-{_cut(text, cfg.max_line_length)}")
+            out.append(f"{shown_path}:{m.line}:{_cut(m.text, cfg.max_line_length)}")
             for k, text in enumerate(m.after):
-                out.append(f"{m.path}-{m.line + 1 + k}-{_cut(text, cfg.max_line_length)}")
+                out.append(f"{shown_path}-{m.line + 1 + k}-{_cut(text, cfg.max_line_length)}")
             last = (m.path, m.line + len(m.after))
         shown = min(limit, len(matches))
         more = len(matches) - shown
@@ -367,4 +411,53 @@ def _rg_text(obj: dict[str, Any]) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
+    """A line as shown: control characters escaped, cut at ``limit``."""
+    text = _show(text)
     return text if len(text) <= limit else text[:limit] + " [...]"
+
+
+#: every character that could end or rewrite a line of our output (tab is harmless)
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
+
+
+def _show(text: str) -> str:
+    """``text`` with control characters escaped: a file named ``"a\\nb.py:1:FORGED"`` or a line
+    holding ``\\r`` or terminal escapes cannot make up lines of the result."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(
+        lambda m: (
+            _ESCAPES.get(m.group(), "\\x%02x" % ord(m.group()))
+            if ord(m.group()) < 0x100
+            else "\\u%04x" % ord(m.group())
+        ),
+        text,
+    )
+
+
+def _context(m: dict[str, Any]) -> tuple[list[str], list[str]]:
+    return [str(x) for x in m.get("before") or []], [str(x) for x in m.get("after") or []]
+
+
+def _skipped_note(q: Query) -> str:
+    names = ", ".join(f"{_show(s.path)} ({s.kind})" for s in q.skipped[:10])
+    more = f" and {q.skipped_count - 10} more" if q.skipped_count > 10 else ""
+    return (
+        f"\n[skipped {q.skipped_count} non-regular file{'s' if q.skipped_count != 1 else ''} "
+        f"(FIFO, socket or device; never read, it could block): {names}{more}]"
+    )
+
+
+#: rg --debug's line for a file it does not search because it is not a regular file
+_RG_SKIPPED = re.compile(
+    r"\|[^|\n]*: ignoring ((?:(?!\nDEBUG\|).)*?): failed to pass subject filter: file type: "
+    r"Some\(FileType\(FileType \{ mode: (\d+) \}\)\)",
+    re.DOTALL,
+)
+_RG_KINDS = {
+    0o010000: "fifo",
+    0o140000: "socket",
+    0o020000: "char-device",
+    0o060000: "block-device",
+}

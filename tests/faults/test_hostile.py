@@ -42,8 +42,9 @@ async def usable(sandbox: Any) -> None:
 
 
 async def test_fork_bomb_foreground(box: Any) -> None:
-    r = await bash(box, "bomb() { bomb | bomb; }; bomb", timeout=3)
-    assert "[command timed out after 3s" in r.output
+    r = await bash(box, "bomb() { bomb | bomb; }; bomb", timeout=30)
+    # ended at the pids limit by the agent's pids guard, long before the timeout
+    assert "pids limit reached (128 processes)" in r.output, r.output
     await usable(box)
 
 

@@ -283,9 +283,44 @@ _REAP_NOW = threading.Event()
 
 def spawn(argv, **kwargs):
     with _CHILDREN_LOCK:
+        harden()  # before the first command exists: none may ever see us dumpable
         proc = subprocess.Popen(argv, **kwargs)
         _CHILDREN.add(proc.pid)
     return proc
+
+
+#: what harden() achieved, reported by ``info`` (None until the first command is spawned)
+HARDENING = {}
+
+
+def harden():
+    """Make the agent unreachable from the commands it runs: non-dumpable.
+
+    Commands run as the agent's uid (or as root without capabilities). A dumpable process of
+    the same uid can be opened through ``/proc/<pid>/fd`` (read a request, write a forged reply,
+    steal one), read and written through ``/proc/<pid>/mem`` and ptraced. ``PR_SET_DUMPABLE 0``
+    makes every one of those need ``CAP_SYS_PTRACE``, which ``cap_drop=ALL`` takes away. It
+    lasts until we exec (never) and is not inherited across a child's exec, so commands behave
+    as usual. Done lazily, before the first command starts (``ctypes`` costs ~3 ms of start-up);
+    without ctypes or a libc the agent still works and ``info`` says it is not hardened.
+    """
+    if HARDENING:
+        return HARDENING
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE, SUID_DUMP_DISABLE
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+        dumpable = libc.prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
+        HARDENING.update(dumpable=bool(dumpable), note=None)
+    except Exception as exc:  # no _ctypes module, no libc symbol, a seccomp filter...
+        HARDENING.update(
+            dumpable=True,
+            note="the agent stays dumpable (%s: %s): commands of the same uid can read its "
+            "file descriptors and memory" % (type(exc).__name__, exc),
+        )
+    return HARDENING
 
 
 def forget(proc):
@@ -293,19 +328,30 @@ def forget(proc):
         _CHILDREN.discard(proc.pid)
 
 
-def reap_orphans_forever(interval=1.0):
-    """Reap zombies re-parented to us (we are PID 1: the container's init)."""
-    me = str(os.getpid()).encode()
+def watchdog_forever(guard, reap, interval=1.0):
+    """Once a second (sooner after a kill): end a fork bomb at the pids limit, and as PID 1
+    reap the zombies re-parented to us."""
     while True:
         _REAP_NOW.wait(interval)
         _REAP_NOW.clear()
-        with _CHILDREN_LOCK:
-            for pid, fields in _proc_stats():
-                if pid not in _CHILDREN and fields[0] == b"Z" and fields[1] == me:
-                    try:
-                        os.waitpid(pid, os.WNOHANG)
-                    except OSError:
-                        pass
+        if reap:
+            reap_orphans()
+        guard.check()
+
+
+def reap_orphans():
+    """Reap zombies re-parented to us (we are PID 1: the container's init)."""
+    me = str(os.getpid()).encode()
+    reaped = 0
+    with _CHILDREN_LOCK:
+        for pid, fields in _proc_stats():
+            if pid not in _CHILDREN and fields[0] == b"Z" and fields[1] == me:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                    reaped += 1
+                except OSError:
+                    pass
+    return reaped
 
 
 def _proc_stats():
@@ -400,6 +446,121 @@ def kill_tree(root, old_children, keep_pgids, sid=None):
         time.sleep(0.005)
 
 
+class PidsGuard(object):
+    """Ends what saturates the sandbox's pids limit, so the next command is not flooded.
+
+    A fork bomb started in the background returns at once and then fills the pids limit; its
+    processes keep failing to fork and print about it into the session's output for ever. The
+    cgroup counts the forks refused at the limit (``pids.events``: ``max N``); when that count
+    moves, the process session (setsid) holding the most processes is killed, all but its bash,
+    and its session is told so: the next command there drops their output and says why. One
+    small file read per check; the process table is scanned only when the count moved.
+    """
+
+    def __init__(self, sessions, reap=False):
+        self.sessions = sessions  # () -> the live Session objects
+        self.reap = reap  # we are PID 1: the killed processes' zombies are ours to reap
+        self.events, self.limit = _pids_files()
+        self.seen = self.refused()
+        self.kills = 0
+        self.log = collections.deque(maxlen=32)  # (kill number, sid, note)
+        self.lock = threading.Lock()
+
+    def refused(self):
+        """How many forks the pids limit has refused so far (None: no pids cgroup)."""
+        if self.events is None:
+            return None
+        try:
+            with open(self.events) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "max":
+                        return int(value)
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def check(self):
+        """Kill a fork bomb if the limit was hit since the last check; returns the count of
+        refused forks as of now (None without a pids cgroup)."""
+        refused = self.refused()
+        if refused is None or refused == self.seen:
+            return refused
+        with self.lock:
+            if refused == self.seen:
+                return refused
+            for _ in range(3):  # again while a session still holds half the limit
+                if not self._kill_biggest():
+                    break
+                if self.reap:
+                    # the killed processes' zombies hold their pids until reaped: free them
+                    # now, or the next command's first fork fails at the limit again
+                    for _ in range(20):
+                        if not reap_orphans():
+                            break
+                        time.sleep(0.01)
+            self.seen = self.refused()  # and the forks refused while we were killing
+            return self.seen
+
+    def _kill_biggest(self):
+        table = _proc_table()
+        me, my_sid = os.getpid(), os.getsid(0)
+        counts = collections.Counter(
+            row[2] for pid, row in table.items() if pid != me and row[2] not in (my_sid, 0)
+        )
+        if not counts:
+            return False
+        sid, count = counts.most_common(1)[0]
+        if self.limit is not None and self.limit.isdigit() and count * 2 < int(self.limit):
+            # no process session holds half the limit: not a fork bomb (threads, or many
+            # small jobs); the command that hit the limit gets a note, nothing is killed
+            return False
+        session = None
+        for s in self.sessions():
+            proc = s.proc
+            if proc is not None and proc.pid == sid:
+                session = s
+        keep = {os.getpgid(0)}
+        if session is not None:
+            keep.add(sid)  # the session's bash stays: its own group is not killed
+            count -= 1
+        kill_tree(sid, frozenset(), keep, sid=sid)
+        if session is None:
+            try:
+                os.kill(sid, signal.SIGKILL)  # the leader of a setsid'd or exec'd tree
+            except OSError:
+                pass
+        where = "session %r" % session.name if session is not None else "process session %d" % sid
+        note = (
+            "pids limit reached (%s processes): killed %d processes of %s that were still "
+            "forking (a fork bomb?)" % (self.limit, count, where)
+        )
+        self.log.append((self.kills + 1, sid, note))
+        if session is not None:
+            session.flooded = note
+        self.kills += 1  # last: whoever sees the new count also sees the note
+        return True
+
+    def note_for(self, sid, mark):
+        """What the guard killed in session ``sid`` after kill number ``mark``."""
+        notes = [note for k, s, note in list(self.log) if k > mark and s == sid]
+        return "; ".join(notes) or None
+
+
+def _pids_files():
+    """(path of pids.events, pids.max value) of our cgroup, v2 or v1; (None, None) if none."""
+    for base in ("/sys/fs/cgroup", "/sys/fs/cgroup/pids"):
+        events = os.path.join(base, "pids.events")
+        try:
+            with open(os.path.join(base, "pids.max")) as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if os.path.exists(events):
+            return events, limit
+    return None, None
+
+
 def _oom_kills():
     for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
         try:
@@ -455,6 +616,52 @@ def _describe_exit(code, oom):
 # persistent bash sessions
 
 
+class _Call(object):
+    """What one command in a session has produced so far, and how it is being stopped."""
+
+    def __init__(self, seq, timeout, cap, cmd_file, old_children):
+        self.seq = seq
+        self.cmd_file = cmd_file
+        self.old_children = old_children  # the session's jobs before this command
+        self.capture = Capture(cap)
+        self.started = time.monotonic()
+        self.deadline = self.started + timeout
+        self.window = b""  # a tail kept back: the marker may be split across reads
+        self.exit_code = None
+        self.ended = False  # bash itself exited
+        self.timed_out = False
+        self.cancelled = False
+        self.kill_attempts = 0
+        self.last_cwd = None
+        self.notes = []
+        self.oom_before = None
+        self.guard_mark = 0  # the pids guard's kill count when the command started
+        self.refused_before = None  # forks refused at the pids limit before it started
+
+    @property
+    def stopping(self):
+        return self.timed_out or self.cancelled
+
+
+#: Written around every command (the command file is prefix + command + suffix). The prefix
+#: puts back the user's DEBUG/RETURN traps and `set -x` that the previous suffix took away;
+#: the suffix saves and clears them, so they fire for the user's commands only, never for the
+#: wrapper's own lines (nor when the sourced file returns). Both groups send all their output,
+#: trap actions and xtrace included, to /dev/null; the prefix stays on the command's first
+#: line, so bash's line numbers in messages are the user's. `|| :` keeps `set -e` out of it.
+_PREFIX = (
+    '{ IFS= builtin read -r -d "" __ag_tv <"$__ag_tf" || builtin true; builtin eval "$__ag_tv"; '
+    '[ -z "${__ag_x-}" ] || builtin set -x; } >/dev/null 2>&1; '
+)
+_SUFFIX = (
+    "\n{ __ag_rc=$?; __ag_x=; case $- in *x*) __ag_x=x;; esac; builtin set +xv; "
+    'builtin trap -p DEBUG RETURN >"$__ag_tf" || builtin true; builtin trap - DEBUG RETURN; '
+    "} >/dev/null 2>&1; builtin return $__ag_rc\n"
+)
+#: ``builtin`` everywhere: a user's function may shadow any name; the classic fork bomb
+#: defines ``:``, and a wrapper calling ``:`` would start it again before every command
+
+
 class Session(object):
     """A named bash process whose cwd, env and functions persist across commands.
 
@@ -464,12 +671,13 @@ class Session(object):
     not come back it is killed and restarted with the last saved cwd, exported env and functions.
     """
 
-    def __init__(self, name, root, shell, cwd, env):
+    def __init__(self, name, root, shell, cwd, env, guard=None):
         self.name = name
         self.lock = threading.Lock()
         self.shell = shell
         self.cwd = cwd
         self.env = env
+        self.guard = guard
         safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
         self.dir = os.path.join(root, "s-%s" % safe)
         self.proc = None
@@ -477,6 +685,9 @@ class Session(object):
         self.token = b""
         self.restarts = 0
         self.cancel = threading.Event()
+        #: set by the pids guard when it killed this session's processes: their output still
+        #: in the pipe is dropped before the next command, which starts clean
+        self.flooded = None
 
     @property
     def state_file(self):
@@ -506,18 +717,21 @@ class Session(object):
             )
         except OSError as exc:
             raise os_error(exc, cwd)
+        self.flooded = None
         self.token = ("__AGENTIC_%s_" % os.urandom(8).hex()).encode()
         lines = []
         if restore is not None and os.path.exists(self.state_file):
-            lines.append(". %s >/dev/null 2>&1" % _sh_quote(self.state_file))
+            lines.append("builtin . %s >/dev/null 2>&1" % _sh_quote(self.state_file))
         lines += [
-            "set -m",
-            "echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
+            "builtin set -m",
+            "builtin echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
             "__ag_state=%s" % _sh_quote(self.state_file),
-            '__ag_done() { { export -p; declare -f; } > "$__ag_state" 2>/dev/null; '
-            'printf \'%s%%s:%%s:%%s\\n\' "$2" "$1" "$3"; }' % self.token.decode(),
-            "trap 'return 130 2>/dev/null' INT",
-            "trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
+            '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
+            '__ag_done() { { builtin export -p; builtin declare -f; } > "$__ag_state" '
+            '2>/dev/null; builtin printf \'%s%%s:%%s:%%s\\n\' "$2" "$1" "$3"; }'
+            % self.token.decode(),
+            "builtin trap 'builtin return 130 2>/dev/null' INT",
+            "builtin trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
             "",
         ]
         self._send("\n".join(lines).encode())
@@ -562,142 +776,197 @@ class Session(object):
             restarted = self.proc is not None
             self.close()
             self._start(None)
+        call = self._begin(command, timeout, cap)
+        self._wait(call)
+        restarted_now = self._settle(call)
+        return self._result(call, restarted or restarted_now)
+
+    def _begin(self, command, timeout, cap):
+        """Write the command file, drop a killed fork bomb's output, send the wrapper line."""
         self.seq += 1
         self.cancel.clear()
         cmd_file = os.path.join(self.dir, "cmd")
+        text = _PREFIX.encode() + command.encode("utf-8", "surrogateescape") + _SUFFIX.encode()
         try:
             with open(cmd_file, "wb") as f:
-                f.write(command.encode("utf-8", "surrogateescape"))
+                f.write(text)
         except OSError:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             with open(cmd_file, "wb") as f:
-                f.write(command.encode("utf-8", "surrogateescape"))
-        started = time.monotonic()
-        old_children = direct_children(self.proc.pid)
-        oom_before = _oom_kills()
+                f.write(text)
+        call = _Call(self.seq, timeout, cap, cmd_file, direct_children(self.proc.pid))
+        if self.guard is not None:
+            # a bomb left by an earlier command is killed before this one starts
+            call.refused_before = self.guard.check()
+            call.guard_mark = self.guard.kills
+        if self.flooded is not None:
+            dropped = len(_drain(self.proc.stdout.fileno()))
+            call.notes.append(
+                "%s; %d bytes of their output were discarded" % (self.flooded, dropped)
+            )
+            self.flooded = None
+        call.oom_before = _oom_kills()
         self._send(
             (
-                "__ag_seq=%d; . %s </dev/null; __ag_done $? %d\n"
+                "__ag_seq=%d; builtin . %s </dev/null; __ag_done $? %d\n"
                 % (self.seq, _sh_quote(cmd_file), self.seq)
             ).encode()
         )
-        capture = Capture(cap)
+        return call
+
+    def _wait(self, call):
+        """Read output until the marker, the end of bash, or the interrupts run out."""
         fd = self.proc.stdout.fileno()
-        marker = self.token + str(self.seq).encode() + b":"
-        window = b""
-        exit_code = None
-        ended = False
-        timed_out = cancelled = False
-        deadline = started + timeout
-        kill_attempts = 0
-        last_cwd = None
+        marker = self.token + str(call.seq).encode() + b":"
         while True:
-            now = time.monotonic()
-            if exit_code is None and not (timed_out or cancelled):
-                if self.cancel.is_set():
-                    cancelled = True
-                elif now >= deadline:
-                    timed_out = True
-                if timed_out or cancelled:
-                    deadline = now  # start the interrupt sequence below
-            if (timed_out or cancelled) and now >= deadline:
-                if kill_attempts >= 8:
-                    break
-                kill_attempts += 1
-                if last_cwd is None:
-                    last_cwd = _proc_cwd(self.proc.pid)
-                self._interrupt(old_children)
-                deadline = time.monotonic() + 0.1
-            wait = max(0.0, min(deadline - time.monotonic(), 0.25))
+            if not self._check_stop(call):
+                return
+            wait = max(0.0, min(call.deadline - time.monotonic(), 0.25))
             ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
                 if not self._alive():
                     # exited without a marker (exec, kill -9, exit inside a trap...)
-                    data = _drain(fd)
-                    capture.feed(data)
-                    ended = True
-                    exit_code = self.proc.returncode
-                    break
+                    call.capture.feed(_drain(fd))
+                    call.ended = True
+                    call.exit_code = self.proc.returncode
+                    return
                 continue
             data = os.read(fd, 1 << 20)
             if not data:
                 self.proc.wait()
-                ended = True
-                exit_code = self.proc.returncode
+                call.ended = True
+                call.exit_code = self.proc.returncode
+                return
+            if self._feed(call, fd, marker, data):
+                return
+
+    def _check_stop(self, call):
+        """Start or continue stopping a command that timed out or was cancelled; False once
+        the interrupts are spent (bash ignores them: it is killed afterwards)."""
+        now = time.monotonic()
+        if call.exit_code is None and not call.stopping:
+            if self.cancel.is_set():
+                call.cancelled = True
+            elif now >= call.deadline:
+                call.timed_out = True
+            if call.stopping:
+                call.deadline = now  # start the interrupt sequence below
+        if call.stopping and now >= call.deadline:
+            if call.kill_attempts >= 8:
+                return False
+            call.kill_attempts += 1
+            if call.last_cwd is None:
+                call.last_cwd = _proc_cwd(self.proc.pid)
+            self._interrupt(call.old_children)
+            call.deadline = time.monotonic() + 0.1
+        return True
+
+    def _feed(self, call, fd, marker, data):
+        """Capture output; True when this command's marker (and its exit code) arrived."""
+        buf = call.window + data
+        pos = buf.find(marker)
+        if pos < 0:
+            keep = max(0, len(buf) - len(marker) - 64)
+            call.capture.feed(buf[:keep])
+            call.window = buf[keep:]
+            return False
+        call.capture.feed(buf[:pos])
+        rest = buf[pos + len(marker) :]
+        while b"\n" not in rest:
+            more = os.read(fd, 4096)
+            if not more:
                 break
-            buf = window + data
-            pos = buf.find(marker)
-            if pos < 0:
-                keep = max(0, len(buf) - len(marker) - 64)
-                capture.feed(buf[:keep])
-                window = buf[keep:]
-                continue
-            capture.feed(buf[:pos])
-            rest = buf[pos + len(marker) :]
-            while b"\n" not in rest:
-                more = os.read(fd, 4096)
-                if not more:
-                    break
-                rest += more
-            line, _, after = rest.partition(b"\n")
-            fields = line.split(b":")
+            rest += more
+        line, _, after = rest.partition(b"\n")
+        fields = line.split(b":")
+        try:
+            call.exit_code = int(fields[0])
+        except ValueError:
+            call.exit_code = -1
+        if len(fields) > 1 and fields[1] == b"exit":
+            call.ended = True
             try:
-                exit_code = int(fields[0])
-            except ValueError:
-                exit_code = -1
-            if len(fields) > 1 and fields[1] == b"exit":
-                ended = True
-                try:
-                    self.proc.wait(timeout=2)
-                except subprocess.TimeoutExpired:
-                    pass
-            if after:
-                capture.feed(after)
-            break
-        restarted_now = False
-        if exit_code is None:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        if after:
+            call.capture.feed(after)
+        return True
+
+    def _settle(self, call):
+        """Leave a usable session behind; True if bash was restarted for it."""
+        if call.exit_code is None:
             # bash ignored the interrupt (trap removed, builtin loop in a subshell...): kill it
             # and restore its state so the session stays usable.
-            cwd = _proc_cwd(self.proc.pid) or last_cwd
-            kill_tree(self.proc.pid, old_children, {os.getpgid(0)}, sid=self.proc.pid)
+            cwd = _proc_cwd(self.proc.pid) or call.last_cwd
+            kill_tree(self.proc.pid, call.old_children, {os.getpgid(0)}, sid=self.proc.pid)
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-            capture.feed(_drain(fd))
+            call.capture.feed(_drain(self.proc.stdout.fileno()))
             self.close()
             self._start(cwd)
-            restarted_now = True
-        oom_after = _oom_kills()
-        oom = oom_before is not None and oom_after is not None and oom_after > oom_before
-        if ended and (timed_out or cancelled) and not restarted_now:
+            return True
+        if call.ended and call.stopping:
             # our interrupt killed bash (the command removed the INT trap): restore its state
             self.close()
-            self._start(last_cwd)
-            restarted_now = True
-        elif ended and not restarted_now:
+            self._start(call.last_cwd)
+            return True
+        if call.ended:
             self.close()  # the command exited the shell: a fresh one on next use
-        output = capture.text()
+        return False
+
+    def _result(self, call, restarted):
+        oom_after = _oom_kills()
+        oom = call.oom_before is not None and oom_after is not None and oom_after > call.oom_before
+        if self.guard is not None:
+            with self.guard.lock:
+                pass  # a kill in progress (it may be what ended this command) is logged first
+            note = self.guard.note_for(self.proc.pid if self.proc else None, call.guard_mark)
+            if note:
+                call.notes.append(note)
+                self.flooded = None  # reported here; what is left in the pipe is this call's
+            elif (self.guard.refused() or 0) > (call.refused_before or 0):
+                call.notes.append(self._end_leftovers(call))
+        output = call.capture.text()
         # bash names the sourced file in its messages ("<file>: line 1: 17 Killed  sleep 60")
-        output = output.replace(cmd_file + ": ", "bash: ")
+        output = output.replace(call.cmd_file + ": ", "bash: ")
         result = {
             "output": output,
-            "exit_code": exit_code,
-            "timed_out": timed_out,
-            "cancelled": cancelled,
-            "elided_bytes": capture.elided,
-            "total_bytes": capture.total,
-            "duration": round(time.monotonic() - started, 6),
-            "session_ended": ended,
-            "session_restarted": restarted or restarted_now,
+            "exit_code": call.exit_code,
+            "timed_out": call.timed_out,
+            "cancelled": call.cancelled,
+            "elided_bytes": call.capture.elided,
+            "total_bytes": call.capture.total,
+            "duration": round(time.monotonic() - call.started, 6),
+            "session_ended": call.ended,
+            "session_restarted": restarted,
             "oom_killed": oom,
         }
-        if ended and exit_code is not None and exit_code < 0:
-            result["exit_code"] = 128 - exit_code
-        note = _describe_exit(exit_code if not ended else None, oom)
+        if call.ended and call.exit_code is not None and call.exit_code < 0:
+            result["exit_code"] = 128 - call.exit_code
+        note = _describe_exit(call.exit_code if not call.ended else None, oom)
         if note:
-            result["note"] = note
+            call.notes.insert(0, note)
+        if call.notes:
+            result["note"] = "; ".join(call.notes)
         return result
+
+    def _end_leftovers(self, call):
+        """The command hit the pids limit: what it left running (a fork bomb whose first
+        generation returned) is killed now rather than flooding the next command."""
+        left = []
+        if self._alive():
+            root = self.proc.pid
+            left = command_processes(root, call.old_children, sid=root)
+            if left:
+                kill_tree(root, call.old_children, {root, os.getpgid(0)}, sid=root)
+        what = "killed %d processes it left running" % len(left) if left else "some forks failed"
+        return "pids limit reached (%s processes) during this command: %s" % (
+            self.guard.limit,
+            what,
+        )
 
     def _interrupt(self, old_children):
         try:
@@ -748,10 +1017,12 @@ class Agent(object):
         self.seen_order = collections.deque()
         self.uploads = {}
         self.tasks = queue.Queue()
-        self.idle = 0
+        self.idle = 0  # workers waiting for a request
+        self.queued = 0  # requests submitted and not yet taken by a worker
         self.workers = 0
         self.started = time.time()
         self.root = _make_private_dir()
+        self.guard = PidsGuard(self._live_sessions, reap=os.getpid() == 1)
         self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "bash"
         self.methods = {
             "ping": self.m_ping,
@@ -772,6 +1043,10 @@ class Agent(object):
             "shutdown": self.m_shutdown,
         }
         self.inline = {"ping", "cancel", "info"}
+
+    def _live_sessions(self):
+        with self.sessions_lock:
+            return list(self.sessions.values())
 
     # ---- transport
 
@@ -901,37 +1176,48 @@ class Agent(object):
     # ---- workers
 
     def _spawn_worker(self):
-        t = threading.Thread(target=self._worker, name="agentic-worker", daemon=True)
-        t.start()
-        self.workers += 1
+        # counted idle from the start: a worker that is still starting will take a request
+        with self.state_lock:
+            self.idle += 1
+            self.workers += 1
+        try:
+            threading.Thread(target=self._worker, name="agentic-worker", daemon=True).start()
+        except RuntimeError:
+            with self.state_lock:
+                self.idle -= 1
+                self.workers -= 1
+            raise
 
     def _submit(self, rid, method, params):
+        # Count the requests still in the queue, not only the idle workers: a burst arrives
+        # before any idle worker has taken a request, and counting idle workers alone ran 20
+        # concurrent `sleep 1` in waves of MIN_WORKERS.
         with self.state_lock:
-            need = self.idle == 0 and self.workers < MAX_WORKERS
-        if need and self.workers < MIN_WORKERS:
-            # first requests: a few workers at once, so a later fork bomb cannot starve us
-            for _ in range(MIN_WORKERS - self.workers - 1):
-                try:
-                    self._spawn_worker()
-                except RuntimeError:
-                    break
-        if need:
+            self.queued += 1
+            missing = self.queued - self.idle
+            if self.workers < MIN_WORKERS:
+                # first requests: a few workers at once, so a later fork bomb cannot starve us
+                missing = max(missing, MIN_WORKERS - self.workers)
+            missing = min(missing, MAX_WORKERS - self.workers)
+        for _ in range(missing):
             try:
                 self._spawn_worker()
             except RuntimeError:
-                pass  # pids limit reached (fork bomb): the request waits for a free worker
+                break  # pids limit reached (fork bomb): the request waits for a free worker
         self.tasks.put((rid, method, params))
 
     def _worker(self):
         while True:
-            with self.state_lock:
-                self.idle += 1
             item = self.tasks.get()
             with self.state_lock:
                 self.idle -= 1
+                if item is not None:
+                    self.queued -= 1
             if item is None:
                 return
             self.execute(*item)
+            with self.state_lock:
+                self.idle += 1
 
     def execute(self, rid, method, params):
         func = self.methods.get(method)
@@ -991,6 +1277,8 @@ class Agent(object):
             "memory_limit": _memory_limit(),
             "uptime": round(time.time() - self.started, 3),
             "sessions": sorted(self.sessions),
+            "hardening": dict(harden()),
+            "pids_guard_kills": self.guard.kills,
         }
 
     def m_shutdown(self, rid, params):
@@ -1004,7 +1292,7 @@ class Agent(object):
             s = self.sessions.get(name)
             if s is None:
                 cwd = _param(params, "cwd", str, None) or os.getcwd()
-                s = Session(name, self.root, self.shell, cwd, _env_param(params))
+                s = Session(name, self.root, self.shell, cwd, _env_param(params), self.guard)
                 self.sessions[name] = s
         return s
 
@@ -1052,6 +1340,7 @@ class Agent(object):
         env.update(_env_param(params))
         started = time.monotonic()
         oom_before = _oom_kills()
+        guard_mark = self.guard.kills
         try:
             proc = spawn(
                 argv,
@@ -1115,9 +1404,9 @@ class Agent(object):
             "duration": round(time.monotonic() - started, 6),
             "oom_killed": oom,
         }
-        note = _describe_exit(code, oom)
-        if note:
-            result["note"] = note
+        notes = [_describe_exit(code, oom), self.guard.note_for(proc.pid, guard_mark)]
+        if any(notes):
+            result["note"] = "; ".join(n for n in notes if n)
         return result
 
     def m_file_read(self, rid, params):
@@ -1128,10 +1417,8 @@ class Agent(object):
             raise invalid_params("'offset' and 'length' must be >= 0")
         if length is None or length > MAX_READ:
             length = MAX_READ
-        with open(path, "rb") as f:
+        with open_regular(path, os.O_RDONLY) as f:
             size = os.fstat(f.fileno()).st_size
-            if stat_mod.S_ISDIR(os.fstat(f.fileno()).st_mode):
-                raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path)
             f.seek(offset)
             data = f.read(length)
         return {
@@ -1162,7 +1449,7 @@ class Agent(object):
         if os.path.isdir(path):
             raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path, {"path": path})
         if append:
-            with open(path, "ab") as f:
+            with open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT) as f:
                 f.write(raw)
             return {"size": os.path.getsize(path), "path": path}
         # never leave a half-written file: write a sibling temp file, then rename over
@@ -1290,6 +1577,7 @@ class Agent(object):
                 rx = re.compile(re.escape(pattern) if fixed else pattern, flags)
             except re.error as exc:
                 raise invalid_params("invalid regular expression %r: %s" % (pattern, exc))
+        skipped = []  # non-regular files: reading a FIFO blocks, a device never ends
         for path in _walk_files(root, exclude_dirs):
             rel = os.path.relpath(path, root) if os.path.isdir(root) else os.path.basename(path)
             name = os.path.basename(path)
@@ -1309,10 +1597,14 @@ class Agent(object):
             ):
                 continue
             try:
-                if os.path.getsize(path) > max_file:
-                    continue
-                with open(path, "rb") as f:
+                with open_regular(path, os.O_RDONLY) as f:
+                    if os.fstat(f.fileno()).st_size > max_file:
+                        continue
                     raw = f.read()
+            except RpcError as exc:
+                if exc.type == "NotARegularFile":  # a FIFO, socket or device: never read
+                    skipped.append({"path": path, "kind": exc.data["kind"]})
+                continue
             except OSError:
                 continue
             scanned += 1
@@ -1337,6 +1629,8 @@ class Agent(object):
             "truncated": truncated,
             "files_scanned": scanned,
             "files": [{"path": p, "count": c} for p, c in files_with.items()],
+            "skipped": skipped[:100],
+            "skipped_count": len(skipped),
         }
 
     def m_tar_get(self, rid, params):
@@ -1347,12 +1641,18 @@ class Agent(object):
             raise invalid_params("parameter 'paths' must be a non-empty list of paths")
         for p in paths:
             os.lstat(os.path.join(base, p))  # FileNotFound before any byte is streamed
+        max_bytes = _param(params, "max_bytes", int, None)
+        allow_sparse = _param(params, "allow_sparse", bool, False)
         import tarfile
 
+        guard = _TarGuard(max_bytes, allow_sparse)
         sink = _ChunkSink(self, rid)
         with tarfile.open(fileobj=sink, mode="w|gz" if compress else "w|") as tar:
             for p in paths:
-                tar.add(os.path.join(base, p), arcname=os.path.normpath(p).lstrip("/") or ".")
+                source = os.path.join(base, p)
+                arcname = os.path.normpath(p).lstrip("/") or "."
+                guard.root = (source, arcname)
+                tar.add(source, arcname=arcname, filter=guard)
         sink.flush()
         return {"bytes": sink.total, "chunks": sink.count}
 
@@ -1414,6 +1714,59 @@ class Agent(object):
             q.put(base64.b64decode(msg.get("chunk", "")))
         except (ValueError, TypeError):
             q.put(None)
+
+
+#: a file this big whose allocated blocks cover less than half of it is refused by tar.get
+SPARSE_MIN_SIZE = 1 << 20
+
+
+def _size(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return ("%d %s" if unit == "B" else "%.1f %s") % (n, unit)
+        n /= 1024.0
+
+
+class _TarGuard(object):
+    """tarfile ``filter``: refuses sparse files and archives over ``max_bytes`` before a member
+    is written. Python's tarfile writes a sparse file's holes as zeros: a 4 GiB file of holes,
+    made in a millisecond with ``truncate -s 4G``, would cross the stream as 4 GiB."""
+
+    def __init__(self, max_bytes, allow_sparse):
+        self.root = ("", "")  # (path, its name in the archive) of the tree being added
+        self.max_bytes = max_bytes
+        self.allow_sparse = allow_sparse
+        self.total = 0
+
+    def __call__(self, info):
+        if not info.isreg():
+            return info
+        source, arcname = self.root
+        path = source + info.name[len(arcname) :]
+        if not self.allow_sparse and info.size >= SPARSE_MIN_SIZE:
+            try:
+                allocated = os.lstat(path).st_blocks * 512
+            except (OSError, AttributeError):
+                allocated = info.size
+            if allocated * 2 < info.size:
+                raise RpcError(
+                    -32001,
+                    "ArchiveTooLarge",
+                    "%s is a sparse file (%s apparent, %s allocated): a download would expand "
+                    "its holes to zeros; refused (allow_sparse=true sends it anyway)"
+                    % (path, _size(info.size), _size(allocated)),
+                    {"path": path, "size": info.size, "allocated": allocated},
+                )
+        self.total += info.size
+        if self.max_bytes is not None and self.total > self.max_bytes:
+            raise RpcError(
+                -32001,
+                "ArchiveTooLarge",
+                "download exceeds max_bytes: %s of files reached at %s (limit %s)"
+                % (_size(self.total), path, _size(self.max_bytes)),
+                {"path": path, "bytes": self.total, "limit": self.max_bytes},
+            )
+        return info
 
 
 class _ChunkSink(object):
@@ -1486,13 +1839,65 @@ class _QueueReader(object):
 
 
 def _walk_files(root, exclude_dirs):
-    if os.path.isfile(root):
+    if not os.path.isdir(root):
         yield root
         return
     for current, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in exclude_dirs)
         for name in sorted(files):
             yield os.path.join(current, name)
+
+
+_KINDS = (
+    (stat_mod.S_ISFIFO, "fifo", "a FIFO (named pipe)"),
+    (stat_mod.S_ISSOCK, "socket", "a socket"),
+    (stat_mod.S_ISCHR, "char-device", "a character device"),
+    (stat_mod.S_ISBLK, "block-device", "a block device"),
+)
+
+
+def file_kind(mode):
+    """('fifo', 'a FIFO (named pipe)')... for a file neither regular nor a directory."""
+    for test, kind, name in _KINDS:
+        if test(mode):
+            return kind, name
+    return "other", "not a regular file"
+
+
+def not_regular(path, mode):
+    kind, name = file_kind(mode)
+    return RpcError(
+        -32001,
+        "NotARegularFile",
+        "%s is %s, not a regular file: refused (reading it could block or never end)"
+        % (path, name),
+        {"path": path, "kind": kind},
+    )
+
+
+def open_regular(path, flags):
+    """Open a regular file (binary, unbuffered for writes), refusing anything else.
+
+    O_NONBLOCK: opening a FIFO with no writer (or a tty) would block the worker forever, and a
+    FIFO put in place of a checked file would too: the check is on the descriptor we opened.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO with no reader for O_WRONLY
+            raise not_regular(path, os.stat(path).st_mode)
+        raise
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat_mod.S_ISDIR(mode):
+            raise RpcError(-32001, "IsADirectory", "Is a directory: %s" % path, {"path": path})
+        if not stat_mod.S_ISREG(mode):
+            raise not_regular(path, mode)
+        # O_NONBLOCK stays: it has no effect on regular files
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb" if flags & (os.O_WRONLY | os.O_RDWR) == 0 else "ab")
 
 
 def _stat_dict(path, st):
@@ -1575,10 +1980,19 @@ def main(argv=None):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _grow_pipe(out_fd)
     _reset_inherited_signals()
-    agent = Agent(in_fd, out_fd)
     if os.getpid() == 1:
-        # we are the container's init: orphans are ours to reap, and `kill -9 -1` cannot reach us
-        threading.Thread(target=reap_orphans_forever, name="agentic-reaper", daemon=True).start()
+        # Python's SIGINT handler would let any command end the sandbox with `kill -INT 1`
+        # (KeyboardInterrupt in the reader). As init, a signal without a handler is dropped.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    agent = Agent(in_fd, out_fd)
+    # As PID 1 (the container's init) orphans are ours to reap, and `kill -9 -1` cannot reach
+    # us: the kernel drops every signal to init that init has no handler for.
+    threading.Thread(
+        target=watchdog_forever,
+        args=(agent.guard, os.getpid() == 1),
+        name="agentic-watchdog",
+        daemon=True,
+    ).start()
     args = sys.argv if argv is None else argv
     try:
         if "--listen" in args:

@@ -1,0 +1,129 @@
+"""Commands that used to turn into infrastructure errors or poison later calls, in real Docker:
+a burst of concurrent calls, FIFOs and devices, fork bombs, user traps on the wrapper, sparse
+files. Each asserts the specific outcome the model sees."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.exceptions import ArchiveTooLargeError, NotARegularFileError
+from tests.conftest import docker_config
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+async def box() -> AsyncIterator[Any]:
+    async with docker_config(pids_limit=128, memory="256m").build() as sandbox:
+        yield sandbox
+
+
+async def test_a_burst_of_calls_runs_in_one_wave(box: Any) -> None:
+    """20 concurrent calls each record when they started and ended sleeping: every one started
+    before any ended (the pool used to run them four at a time)."""
+    for i in range(10):  # the sessions exist first: a bash start-up is not what is measured
+        await box.run("true", session=f"s{i}")
+    stamp = "s=$(date +%s%N); sleep 5; e=$(date +%s%N); echo $s $e"
+    results = await asyncio.gather(
+        *[box.exec(stamp) for _ in range(10)],
+        *[box.run(stamp, session=f"s{i}") for i in range(10)],
+    )
+    spans = [
+        tuple(map(int, (r.stdout if hasattr(r, "stdout") else r.output).split())) for r in results
+    ]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans
+
+
+async def test_non_regular_files_are_refused_by_file_primitives(box: Any) -> None:
+    await box.run(
+        "mkfifo /tmp/fifo && python3 -c "
+        "'import socket; socket.socket(socket.AF_UNIX).bind(\"/tmp/sock\")'"
+    )
+    cases = {
+        "/tmp/fifo": "a FIFO (named pipe)",
+        "/tmp/sock": "a socket",
+        "/dev/zero": "a character device",
+    }
+    for path, kind in cases.items():
+        t0 = time.monotonic()
+        with pytest.raises(NotARegularFileError) as err:
+            await box.read_file(path)
+        assert f"{path} is {kind}, not a regular file" in str(err.value)
+        assert err.value.data["path"] == path
+        assert time.monotonic() - t0 < 10  # a FIFO used to hold a worker for 60 s
+    with pytest.raises(NotARegularFileError, match="FIFO"):
+        await box.write_file("/tmp/fifo", "x", append=True)
+    # plain writes replace the FIFO by a regular file, as `>` does not: the file is atomic
+    assert await box.write_file("/tmp/fifo", "now a file") == 10
+    assert await box.read_text("/tmp/fifo") == "now a file"
+
+
+async def test_background_fork_bomb_is_killed_and_the_next_output_is_clean(box: Any) -> None:
+    r = await box.run(":(){ :|:& };:", timeout=10)
+    assert r.exit_code == 0  # returns at once: the bomb runs in the background
+    for _ in range(300):  # the agent's watchdog sees the pids limit hit within a second or so
+        if (await box.info())["pids_guard_kills"] >= 1:
+            break
+        await asyncio.sleep(0.1)
+    r = await box.run("echo clean")
+    assert r.output == "clean\n", r.output
+    assert r.note is not None and "pids limit reached (128 processes): killed" in r.note, r
+    assert "of session 'default'" in r.note and "bytes of their output were discarded" in r.note
+    r = await box.run("sleep 1; echo still-clean; ps -e --no-headers | wc -l")
+    lines = r.output.split()
+    assert lines[0] == "still-clean" and int(lines[1]) < 10, r.output
+    assert r.note is None
+
+
+async def test_foreground_fork_bomb_ends_with_a_note(box: Any) -> None:
+    r = await box.run("bomb() { bomb | bomb; }; bomb", timeout=120)
+    # it ends at the limit (its forks fail, or the pids guard kills it), not at the timeout
+    assert not r.timed_out, r
+    assert r.note is not None and r.note.startswith("pids limit reached (128 processes)"), r
+    r = await box.run("echo clean")
+    assert r.output == "clean\n" and r.note is None, r
+
+
+async def test_wrapper_is_invisible_to_user_traps_and_xtrace(box: Any) -> None:
+    await box.run("trap 'echo DEBUG-TRAP' DEBUG; trap 'echo RETURN-TRAP' RETURN; set -x")
+    r = await box.run("echo hi")
+    lines = r.output.splitlines()
+    # the user's DEBUG trap fires once, for the user's one command, and xtrace shows only it
+    assert lines.count("DEBUG-TRAP") == 1 and "RETURN-TRAP" not in lines, r.output
+    assert lines[-1] == "hi" and r.exit_code == 0, r.output
+    assert not any("__ag" in x or "agentic" in x or x.startswith("+ .") for x in lines), lines
+    traced = [x for x in lines if x.startswith("+")]
+    assert [x.lstrip("+ ") for x in traced] == ["echo DEBUG-TRAP", "echo hi"], lines
+    r = await box.run("trap - DEBUG RETURN; set +x; false")
+    assert r.exit_code == 1
+    r = await box.run("echo plain")
+    assert r.output == "plain\n"
+
+
+async def test_sparse_file_download_is_refused(box: Any, tmp_path: Path) -> None:
+    await box.run("truncate -s 4G /tmp/sparse && echo x > /tmp/small")
+    with pytest.raises(ArchiveTooLargeError) as err:
+        await box.download("/tmp/sparse", tmp_path)
+    assert "/tmp/sparse is a sparse file (4.0 GiB apparent, 0 B allocated)" in str(err.value)
+    assert sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) == 0
+    # a cap on a download of real bytes, checked before a member is sent
+    await box.run("head -c 3000000 /dev/urandom > /tmp/big")
+    received: list[bytes] = []
+
+    async def on_chunk(data: bytes) -> None:
+        received.append(data)
+
+    with pytest.raises(ArchiveTooLargeError, match=r"exceeds max_bytes: 2\.9 MiB"):
+        await box.rpc.call(
+            "tar.get",
+            {"paths": ["small", "big"], "base": "/tmp", "max_bytes": 1 << 20},
+            on_chunk=on_chunk,
+        )
+    assert sum(map(len, received)) < 1 << 20
+    assert (await box.download("/tmp/small", tmp_path)).read_text() == "x\n"
