@@ -2,6 +2,10 @@
 
 Subcommands import what they need when they run, so ``--help`` works without Docker installed.
 Logging is configured here (AGENTIC_LOG_LEVEL), never at import time.
+
+Every exit path cleans up: SIGINT, SIGTERM and SIGHUP cancel the running batch (its sandboxes
+close and, once every worker thread is done, whatever this run still labels is removed),
+then the command exits with 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -9,14 +13,81 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from orchestrator.exceptions import AgenticRolloutError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+T = TypeVar("T")
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal asked the command to stop; raised after cleanup, exit code 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> None:
+    """Outside the event loop (a demo's server starting...): a signal raises Interrupted, so
+    ``with`` blocks and ``finally`` clauses run."""
+    for sig in _SIGNALS:
+        signal.signal(sig, _raise_interrupted)
+
+
+def run_async(coro: Coroutine[Any, Any, T], *, rollout: Any = None) -> T:
+    """``asyncio.run(coro)`` where SIGINT/SIGTERM/SIGHUP cancel it (so every ``async with``
+    sandbox closes) and raise :class:`Interrupted` once the loop is closed. With ``rollout``,
+    its leftover containers are removed after the loop's worker threads have all finished (a
+    container being created in a thread when the signal came exists only then)."""
+    received: list[int] = []
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(sig: int) -> None:
+            if not received:
+                print(
+                    f"agentic-rollout: {signal.Signals(sig).name}: stopping, closing sandboxes",
+                    file=sys.stderr,
+                )
+                task.cancel()
+            received.append(sig)
+
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            return await coro
+        finally:
+            for sig in _SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise Interrupted(received[0]) from None
+    finally:
+        _install_signal_handlers()  # remove_signal_handler reset them to the defaults
+        if received and rollout is not None:
+            try:
+                asyncio.run(rollout.remove_sandboxes())
+            except Exception as exc:
+                print(f"agentic-rollout: cleanup failed: {exc}", file=sys.stderr)
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
@@ -148,7 +219,7 @@ def _cmd_shell(args: argparse.Namespace) -> int:
                 elif result.exit_code:
                     print(f"[exit {result.exit_code}]")
 
-    asyncio.run(loop())
+    run_async(loop())
     return 0
 
 
@@ -180,10 +251,13 @@ def _rollout_config(args: argparse.Namespace) -> Any:
         "sandbox.image": args.image,
         "max_tokens_per_step": args.max_tokens,
         "temperature": args.temperature,
+        "retry_outcomes": getattr(args, "retry", None),
     }
     for key, value in flag_map.items():
         if value is not None:
             overrides.setdefault(key, value)
+    if getattr(args, "no_preflight", False):
+        overrides["preflight"] = False
     if args.output:
         overrides["trajectory_save_path"] = str(Path(args.output) / "trajectories.jsonl")
     if args.backend == "none":
@@ -195,7 +269,9 @@ def _load_run_tasks(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     from orchestrator.tasks import Task, load_tasks
 
     if args.prompt:
-        return [Task(id=args.id or "prompt-0", prompt=args.prompt)], []
+        # without --id the id comes from the prompt: another prompt is another trajectory
+        row = {"id": args.id, "prompt": args.prompt} if args.id else {"prompt": args.prompt}
+        return [Task.from_any(row)], []
     if not args.tasks:
         raise AgenticRolloutError("give a tasks file (JSONL) or --prompt TEXT")
     return load_tasks(args.tasks, split=args.split)
@@ -209,6 +285,13 @@ async def _run_with_progress(rollout: Any, tasks: list[Any], show_progress: bool
 
     console = Console(stderr=True)
     counts = {"running": 0, "failed": 0, "tool_calls": 0}
+    planned = {"n": len(tasks)}
+    if rollout.store is not None:  # an estimate for the bar; the run decides after its lock
+        records = rollout.store.records()
+        retry = rollout._retry
+        planned["n"] = sum(
+            1 for t in tasks if t.id not in records or records[t.id].outcome.value in retry
+        )
     started = _time.monotonic()
     progress = Progress(
         TextColumn("[bold]rollout"),
@@ -222,12 +305,12 @@ async def _run_with_progress(rollout: Any, tasks: list[Any], show_progress: bool
         console=console,
         disable=not show_progress,
     )
-    done_ids = rollout.store.done_ids() if rollout.store is not None else set()
-    total = sum(1 for t in tasks if t.id not in done_ids)
-    bar = progress.add_task("run", total=total, running=0, failed=0, rate="0.0")
+    bar = progress.add_task("run", total=None, running=0, failed=0, rate="0.0")
 
     def on_event(kind: str, task: Any, traj: Any) -> None:
         if kind == "started":
+            if progress.tasks[0].total is None:  # the first start: the plan is known
+                progress.update(bar, total=planned["n"])
             counts["running"] += 1
         else:
             counts["running"] -= 1
@@ -248,22 +331,28 @@ def _print_summary(summary: Any, elapsed: float, output: str | None) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title="rollout summary")
+    table = Table(title=f"rollout summary (run {summary.run_id})" if summary.run_id else None)
     table.add_column("metric")
     table.add_column("value", justify="right")
     trajs = summary.trajectories
     by = summary.by_status
-    rewards = [t.reward for t in trajs if t.reward is not None]
+    mean = summary.mean_reward
     rows = [
         ("trajectories run", str(len(trajs))),
         *(
             (f"  {status}", str(by.get(status, 0)))
-            for status in ("completed", "max_steps", "error", "timeout")
+            for status in ("completed", "max_steps", "truncated", "error", "timeout")
         ),
-        ("skipped (already stored)", str(len(summary.skipped))),
+        ("  retried (stored outcome)", _counts(summary.retried.values())),
+        ("skipped (stored outcome is final)", _counts(summary.skipped_outcomes.values())),
+        ("identical tasks run once", str(len(summary.deduplicated))),
         (
-            "mean reward",
-            f"{sum(rewards) / len(rewards):.3f} over {len(rewards)}" if rewards else "-",
+            "solved / scored / unscored",
+            f"{len(summary.solved)} / {len(summary.scored)} / {len(summary.unscored)}",
+        ),
+        (
+            "mean reward (all run; unscored = 0)",
+            f"{mean:.3f} over {len(trajs)}" if mean is not None else "-",
         ),
         ("tool calls", str(sum(len(t.get_tool_calls()) for t in trajs))),
         ("tokens", str(sum(t.usage.total_tokens for t in trajs))),
@@ -280,8 +369,46 @@ def _print_summary(summary: Any, elapsed: float, output: str | None) -> None:
             f"[red]{escape(t.request_id)}[/red] {t.status.value}: "
             + escape(f"{last.type}: {last.message}"[:400] if last else "")
         )
+    if summary.infrastructure_failures:
+        console.print(
+            f"{len(summary.infrastructure_failures)} infrastructure failure(s): fix the cause "
+            "and rerun the same command; they are retried (--retry none keeps them)"
+        )
     if output:
         console.print(f"trajectories: {output}")
+
+
+def _counts(values: Any) -> str:
+    """'3 (2 completed, 1 max_steps)' or '0'."""
+    by: dict[str, int] = {}
+    for v in values:
+        by[v] = by.get(v, 0) + 1
+    total = sum(by.values())
+    if not total:
+        return "0"
+    return f"{total} (" + ", ".join(f"{n} {k}" for k, n in sorted(by.items())) + ")"
+
+
+def _report_bad_lines(source: str | None, bad: list[Any]) -> int:
+    """Print each unusable task line; the number of errors (warnings not counted)."""
+    errors = 0
+    for err in bad:
+        if getattr(err, "level", "error") == "warning":
+            print(f"{source}:{err.line}: note: {err.message}", file=sys.stderr)
+        else:
+            errors += 1
+            print(f"{source}:{err.line}: skipped: {err.message}", file=sys.stderr)
+    return errors
+
+
+def _announce(rollout: Any, n_tasks: int) -> None:
+    out = rollout.config.trajectory_file
+    print(
+        f"agentic-rollout: run {rollout.run_id}: {n_tasks} task(s)"
+        + (f" -> {out}" if out is not None else " (not saved)")
+        + f"; leftover sandboxes, if any: agentic-rollout gc --run {rollout.run_id}",
+        file=sys.stderr,
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -295,19 +422,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return cmd_run_harbor(args, _rollout_config(args), _print_summary)
     config = _rollout_config(args)
     tasks, bad = _load_run_tasks(args)
-    for err in bad:
-        print(f"{args.tasks}:{err.line}: skipped: {err.message}", file=sys.stderr)
+    bad_errors = _report_bad_lines(args.tasks, bad)
     if not tasks:
         print("agentic-rollout: no runnable task", file=sys.stderr)
         return 1
     rollout = AgenticRollout(config)
+    _announce(rollout, len(tasks))
     t0 = _time.monotonic()
-    summary = asyncio.run(_run_with_progress(rollout, tasks, show_progress=not args.no_progress))
-    _print_summary(
-        summary,
-        _time.monotonic() - t0,
-        config.trajectory_save_path if config.save_trajectories else None,
+    summary = run_async(
+        _run_with_progress(rollout, tasks, show_progress=not args.no_progress), rollout=rollout
     )
+    out = config.trajectory_file
+    _print_summary(summary, _time.monotonic() - t0, str(out) if out is not None else None)
     if summary.unsaved:
         print(
             f"agentic-rollout: {len(summary.unsaved)} trajectories could not be saved "
@@ -316,7 +442,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return 1 if (summary.infrastructure_failures or bad) else 0
+    return 1 if (summary.infrastructure_failures or bad_errors) else 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -416,9 +542,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         from orchestrator.demo import demo_client
 
         rollout = AgenticRollout(config, llm_client=demo_client(config))
+        _announce(rollout, len(tasks))
         t0 = _time.monotonic()
-        summary = asyncio.run(
-            _run_with_progress(rollout, tasks, show_progress=not args.no_progress)
+        # a signal here cancels the batch, then leaves this `with`: the server is stopped too
+        summary = run_async(
+            _run_with_progress(rollout, tasks, show_progress=not args.no_progress),
+            rollout=rollout,
         )
     _print_summary(summary, _time.monotonic() - t0, config.trajectory_save_path)
     from orchestrator.demo import print_outcomes
@@ -454,6 +583,18 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--temperature", type=float)
     run.add_argument("--output", help="output directory (default: from config)")
     run.add_argument("--split", help="split of a parquet/arrow dataset (e.g. test)")
+    run.add_argument(
+        "--retry",
+        metavar="WHICH",
+        help="stored outcomes to run again: infra (default: infrastructure failures), failed "
+        "(everything not completed), all, none, or outcome names separated by commas "
+        "(infra_error, task_error, format_error, timeout, max_steps, truncated, completed)",
+    )
+    run.add_argument(
+        "--no-preflight",
+        action="store_true",
+        help="skip the checks before the first sandbox (image, LLM endpoint, agent/LLM fit)",
+    )
 
 
 def _swe_tasks(path: str, split: str | None = None) -> list[Any]:
@@ -484,7 +625,7 @@ def _cmd_swe(args: argparse.Namespace) -> int:
 
     tasks = _swe_tasks(args.tasks, getattr(args, "split", None))
     if args.swe_command == "validate":
-        rows = asyncio.run(
+        rows = run_async(
             swe.validate(tasks, sandbox=_swe_sandbox(args), concurrency=args.concurrency)
         )
         bad = 0
@@ -501,7 +642,7 @@ def _cmd_swe(args: argparse.Namespace) -> int:
         for task in tasks:
             if task.instance_id not in predictions:
                 print(f"no prediction for {task.instance_id}", file=sys.stderr)
-        results = asyncio.run(
+        results = run_async(
             swe.eval_predictions(
                 tasks, predictions, sandbox=_swe_sandbox(args), concurrency=args.concurrency
             )
@@ -511,10 +652,10 @@ def _cmd_swe(args: argparse.Namespace) -> int:
         _print_results(results)
         return 0
     config = _rollout_config(args)
-    summary = asyncio.run(
+    summary = run_async(
         swe.run_swe(tasks, config, eval_in_rollout_sandbox=args.eval_in_rollout_sandbox)
     )
-    out_dir = Path(config.trajectory_save_path).parent
+    out_dir = (config.trajectory_file or Path(".")).parent
     with (out_dir / "predictions.jsonl").open("a", encoding="utf-8") as f:
         for t in summary.trajectories:
             f.write(
@@ -540,9 +681,12 @@ def _cmd_swe(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from orchestrator import __version__
+
     parser = argparse.ArgumentParser(
         prog="agentic-rollout", description="LLM agent rollouts with one sandbox per trajectory."
     )
+    parser.add_argument("--version", action="version", version=f"agentic-rollout {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gc = sub.add_parser(
@@ -618,9 +762,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run agent trajectories (tasks JSONL or one --prompt), one sandbox each",
         description="Run a batch of trajectories concurrently, one sandbox per trajectory, and "
-        "append each finished trajectory to OUTPUT/trajectories.jsonl. Rerunning with the same "
-        "output skips finished task ids. Exit code 1 if a task line was unreadable or a "
-        "trajectory failed for infrastructure reasons (LLM unreachable, sandbox died, timeout).",
+        "append each finished trajectory to OUTPUT/trajectories.jsonl. The setup is checked "
+        "first (preflight). Rerunning with the same output skips ids whose stored outcome is "
+        "final and retries infrastructure failures (see --retry). Exit code 1 if a task line "
+        "was unreadable or a trajectory failed for infrastructure reasons (LLM unreachable, "
+        "sandbox died), 2 on a configuration/preflight error, 128+N on signal N.",
     )
     run.add_argument(
         "tasks",
@@ -710,14 +856,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from orchestrator.config import configure_logging
 
-    configure_logging()
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+    _install_signal_handlers()
     try:
+        configure_logging()
         code: int = args.func(args)
     except AgenticRolloutError as exc:
         print(f"agentic-rollout: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return 130
+    finally:  # main() called in-process (tests, notebooks) leaves the handlers as they were
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.exceptions import ConfigError
 from orchestrator.llm import RetryPolicy
@@ -53,7 +53,10 @@ class AgenticRolloutConfig(BaseModel):
     save_trajectories: bool = Field(
         default_factory=lambda: _env_flag("AGENTIC_SAVE_TRAJECTORIES", True)
     )
-    trajectory_save_path: str = "./trajectories/trajectories.jsonl"
+    #: a ``.jsonl``/``.json`` file, or (the seed's meaning) a directory - an existing one, one
+    #: ending in ``/``, or a path without a suffix - holding ``trajectories.jsonl``; None: do
+    #: not save (as the seed)
+    trajectory_save_path: str | None = "./trajectories/trajectories.jsonl"
 
     # ---- additions
     #: which tools (names) the agent gets; None: all registered (or the built-ins)
@@ -71,6 +74,42 @@ class AgenticRolloutConfig(BaseModel):
     #: "auto" (the agent's default), "react", "json" (schema-constrained, for small local
     #: models), "native" (function calling) or "hermes" (<tool_call> tags in the text)
     tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
+    #: check the whole setup (sandbox image, LLM endpoint, agent/LLM fit, output writable)
+    #: before the first sandbox starts; see orchestrator.preflight
+    preflight: bool = True
+    #: which stored outcomes a rerun runs again: "infra" (default: infrastructure failures),
+    #: "failed" (every outcome but completed), "all", "none", or a list of outcome names
+    #: (infra_error, task_error, format_error, timeout, max_steps, truncated, completed)
+    retry_outcomes: str | list[str] = "infra"
+
+    @field_validator("sandbox")
+    @classmethod
+    def _typed_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # typed per backend now, not when the first trajectory starts (the dict is kept: tasks
+        # override keys of it)
+        from orchestrator.sandbox.config import validate_sandbox
+
+        validate_sandbox(value)
+        return value
+
+    @field_validator("retry_outcomes")
+    @classmethod
+    def _known_outcomes(cls, value: str | list[str]) -> str | list[str]:
+        resolve_retry(value)
+        return value
+
+    @property
+    def trajectory_file(self) -> Path | None:
+        """Where trajectories go, or None when they are not saved."""
+        if not self.save_trajectories or self.trajectory_save_path is None:
+            return None
+        raw = self.trajectory_save_path
+        path = Path(raw)
+        if path.is_file():
+            return path
+        if path.is_dir() or raw.endswith(("/", os.sep)) or not path.suffix:
+            return path / "trajectories.jsonl"
+        return path
 
     @model_validator(mode="before")
     @classmethod
@@ -110,7 +149,12 @@ class AgenticRolloutConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(f"invalid configuration: {exc}") from None
+            from orchestrator.sandbox.config import describe_errors
+
+            where = f" ({path})" if path is not None else ""
+            raise ConfigError(
+                f"invalid configuration{where}:\n  {describe_errors(exc, cls)}"
+            ) from None
 
     def agent_config(self) -> Any:
         from agents.base import AgentConfig
@@ -130,9 +174,63 @@ class AgenticRolloutConfig(BaseModel):
         return str(self.sandbox.get("type", "docker")) != "none"
 
 
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+#: every outcome name, for retry_outcomes
+OUTCOME_NAMES = (
+    "completed",
+    "max_steps",
+    "truncated",
+    "format_error",
+    "timeout",
+    "task_error",
+    "infra_error",
+)
+_RETRY_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "infra": ("infra_error",),
+    "none": (),
+    "failed": tuple(o for o in OUTCOME_NAMES if o != "completed"),
+    "all": OUTCOME_NAMES,
+}
+
+
+def resolve_retry(value: str | list[str]) -> frozenset[str]:
+    """The outcome names a rerun runs again; ConfigError naming the bad word otherwise."""
+    words = value.split(",") if isinstance(value, str) else list(value)
+    out: set[str] = set()
+    for word in (w.strip() for w in words):
+        if not word:
+            continue
+        if word in _RETRY_KEYWORDS:
+            out.update(_RETRY_KEYWORDS[word])
+        elif word in OUTCOME_NAMES:
+            out.add(word)
+        else:
+            from orchestrator.sandbox.config import did_you_mean
+
+            choices = [*_RETRY_KEYWORDS, *OUTCOME_NAMES]
+            raise ConfigError(
+                f"unknown retry choice {word!r}{did_you_mean(word, choices)}; use "
+                f"{', '.join(_RETRY_KEYWORDS)} or outcome names ({', '.join(OUTCOME_NAMES)})"
+            )
+    return frozenset(out)
+
+
+def log_level(default: str = "WARNING") -> int:
+    """``AGENTIC_LOG_LEVEL`` (the seed's variable) as a logging level; ConfigError if unknown."""
+    raw = os.environ.get("AGENTIC_LOG_LEVEL", default)
+    level = raw.strip().upper()
+    if level.isdigit():
+        return int(level)
+    if level not in _LEVELS:
+        raise ConfigError(
+            f"AGENTIC_LOG_LEVEL={raw!r} is not a log level; use one of {', '.join(_LEVELS)}"
+        )
+    return int(getattr(logging, level))
+
+
 def configure_logging(default: str = "WARNING") -> None:
-    level = os.environ.get("AGENTIC_LOG_LEVEL", default).upper()
     logging.basicConfig(
-        level=getattr(logging, level, logging.WARNING),
+        level=log_level(default),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

