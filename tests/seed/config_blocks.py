@@ -43,7 +43,9 @@ async def main() -> None:
     )
     print("calculator:", trajectory.get_tool_results()[0].content)
     stored = [
-        json.loads(line)["request_id"] for line in Path("trajectories").read_text().splitlines()
+        json.loads(line)["request_id"]
+        # the seed's trajectory_save_path is a directory: trajectories.jsonl is written in it
+        for line in (Path("trajectories") / "trajectories.jsonl").read_text().splitlines()
     ]
     print("stored:", stored)
 

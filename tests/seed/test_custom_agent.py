@@ -82,7 +82,11 @@ async def test_seed_custom_agent_runs_in_docker_with_retries_and_store(tmp_path:
 @pytest.mark.docker
 def test_seed_custom_agent_from_the_cli(tmp_path: Path) -> None:
     replies = [BASH_IN_DOCKER, "Final Answer: seed-42"]
-    with ScriptedServer([("json", openai_completion(r)) for r in replies]) as server:
+    # the run's preflight asks the endpoint once (one token) before the agent's two turns
+    script = [("json", openai_completion("pong"))] + [
+        ("json", openai_completion(r)) for r in replies
+    ]
+    with ScriptedServer(script) as server:
         proc = subprocess.run(
             [
                 sys.executable,
@@ -115,7 +119,7 @@ def test_seed_custom_agent_from_the_cli(tmp_path: Path) -> None:
             env={**os.environ, "OPENAI_API_KEY": "sk-test", "PYTHONPATH": str(ROOT)},
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert len(server.requests) == 2
+        assert len(server.requests) == 3 and server.requests[0]["body"]["max_tokens"] == 1
     (traj,) = list(read_trajectories(tmp_path / "trajectories.jsonl"))
     assert traj.agent_type == "CustomReasoningAgent" and traj.status == TrajectoryStatus.COMPLETED
     assert traj.steps[2].content.startswith("in-docker\nseed-42")

@@ -114,7 +114,7 @@ def test_config_blocks(tmp_path: Path) -> None:
         "stored: ['third']",
         "concurrency: 4 2",
         "memory: store None",
-        "debug: debug_trajectories",
+        "debug: debug_trajectories/trajectories.jsonl",  # the seed: a directory
         "verl: react 10",
     ]
 
