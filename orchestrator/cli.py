@@ -301,6 +301,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("agentic-rollout: no runnable task", file=sys.stderr)
         return 1
     rollout = AgenticRollout(config)
+    _serve_metrics(args)
     t0 = _time.monotonic()
     summary = asyncio.run(_run_with_progress(rollout, tasks, show_progress=not args.no_progress))
     _print_summary(
@@ -441,7 +442,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--tool-format", choices=["auto", "react", "json", "native", "hermes"])
     run.add_argument(
         "--backend",
-        choices=["docker", "kubernetes", "kodo", "local", "none"],
+        choices=["docker", "kubernetes", "agent-sandbox", "kodo", "local", "none"],
         help="sandbox backend",
     )
     run.add_argument("--image", help="sandbox image (docker)")
@@ -454,6 +455,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--temperature", type=float)
     run.add_argument("--output", help="output directory (default: from config)")
     run.add_argument("--split", help="split of a parquet/arrow dataset (e.g. test)")
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT while running (needs the metrics extra)",
+    )
+
+
+def _serve_metrics(args: argparse.Namespace) -> None:
+    """--metrics-port: /metrics on loopback for the life of the command (a daemon thread)."""
+    if getattr(args, "metrics_port", None) is None:
+        return
+    from orchestrator import metrics
+
+    _server, port = metrics.serve(args.metrics_port)
+    print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr)
 
 
 def _swe_tasks(path: str, split: str | None = None) -> list[Any]:
@@ -511,6 +528,7 @@ def _cmd_swe(args: argparse.Namespace) -> int:
         _print_results(results)
         return 0
     config = _rollout_config(args)
+    _serve_metrics(args)
     summary = asyncio.run(
         swe.run_swe(tasks, config, eval_in_rollout_sandbox=args.eval_in_rollout_sandbox)
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from agents import make_agent
 from agents.base import BaseAgent
+from orchestrator import admission, metrics
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
@@ -116,6 +117,8 @@ class AgenticRollout:
         #: awaited inside the sandbox's lifetime after the agent (e.g. evaluate in that sandbox)
         self.after_agent = after_agent
         self._pool: WarmPool | None = None
+        if self.config.admission:  # process-wide: applies to every rollout of this process
+            admission.configure_all(dict(self.config.admission))
         self.store: TrajectoryStore | None = (
             TrajectoryStore(self.config.trajectory_save_path)
             if self.config.save_trajectories
@@ -230,6 +233,7 @@ class AgenticRollout:
                 traj.reward = value
             except Exception as exc:
                 traj.add_error(exc, type_="RewardError")
+        metrics.trajectory_finished(traj)  # before the steps may be dropped below
         if not self.config.include_trajectory_in_output:
             traj.steps = []
             traj.messages = []
@@ -257,6 +261,10 @@ class AgenticRollout:
             sandbox = await sandbox_config(values).build().start()
         async with sandbox:  # closed (destroyed) whatever happens; never reused
             traj.metadata["sandbox"] = sandbox.name
+            # admission wait of this trajectory's start (0 for a warm pool's sandbox)
+            traj.metadata["queue_wait"] = (
+                0.0 if traj.metadata.get("warm_pool") else round(sandbox.queue_seconds, 4)
+            )
             for command in task.setup:
                 result = await sandbox.run(command, timeout=600)
                 if not result.ok:
