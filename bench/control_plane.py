@@ -81,6 +81,16 @@ async def _worker(args: dict[str, Any]) -> dict[str, Any]:
         run_id=args["run_id"],
         watch_seconds=10,
     )
+    # where each API request may leave (the bucket's own schedule): its bound is exact
+    released: list[float] = []
+    reserve = ctl.api.reserve
+
+    def logged_reserve() -> float:
+        delay = reserve()
+        released.append(time.monotonic() + delay)
+        return delay
+
+    ctl.api.reserve = logged_reserve  # type: ignore[method-assign]
     claim_s: list[float] = []
     start_s: list[float] = []
     errors: dict[str, int] = {}
@@ -112,6 +122,8 @@ async def _worker(args: dict[str, Any]) -> dict[str, Any]:
         "claim_p99": _pct(claim_s, 0.99),
         "start_p50": _pct(start_s, 0.5),
         "start_p99": _pct(start_s, 0.99),
+        "client_api_requests": len(released),
+        "client_max_1s_window": max_window(released),
         "max_live_seen": ctl.stats.max_live_seen,
         "max_starting_seen": ctl.stats.max_starting_seen,
     }
@@ -276,7 +288,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return [
         f"requests={result['requests']} claimed={b['claimed']} errors={b['errors']} "
         f"seconds={b['seconds']:.1f}",
-        f"api_requests={b['api_requests']} mean_rps={b['api_requests_per_s_mean']:.1f} "
+        f"client: api_requests={b['client_api_requests']} "
+        f"max_1s_window={b['client_max_1s_window']} (bucket bound "
+        f"{result['api_rate'] + result['api_burst']:g})",
+        f"server: api_requests={b['api_requests']} mean_rps={b['api_requests_per_s_mean']:.1f} "
         f"max_1s_window={b['api_requests_max_1s_window']} configured={result['api_rate']:g}/s "
         f"+burst {result['api_burst']} (limit {limit:.0f}: +2% send jitter) "
         f"{'OK' if b['api_requests_max_1s_window'] <= limit else 'EXCEEDED'}",

@@ -154,6 +154,8 @@ class AgentSandboxDouble(KubeDouble):
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.by_plural: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self.expiries: dict[str, float | None] = {}
+        #: uids of Sandboxes whose pod is being made (outside the lock)
+        self.making: set[str] = set()
         self.rv = 0
         #: (rv, plural, ns, type, the watch event's JSON line) for watches
         self.history: list[tuple[int, str, str, str, bytes]] = []
@@ -168,19 +170,29 @@ class AgentSandboxDouble(KubeDouble):
         self.rng = random.Random(16)
         self._stop = threading.Event()
         self.server.socket.listen(1024)  # a burst of connections, not the default backlog of 5
+        self.server.handle_error = _quiet_errors(self.server.handle_error)  # type: ignore[method-assign]
+        self._controller = threading.Thread(
+            target=self._control_loop, name="as-controller", daemon=True
+        )
 
     # ---- lifecycle
 
     def __enter__(self) -> AgentSandboxDouble:
         super().__enter__()
-        threading.Thread(target=self._control_loop, name="as-controller", daemon=True).start()
+        self._controller.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         with self.lock:
             self.changed.notify_all()
-        super().__exit__(*exc)
+        self._controller.join(30)  # before the base removes the containers it may be touching
+        if self.containers:
+            super().__exit__(*exc)
+        else:  # no container was made: leave dockerd alone (it may be busy or absent)
+            self.server.shutdown()
+            self.server.server_close()
+            self.docker.close()
 
     def down_for(self, seconds: float) -> None:
         self.down_until = time.monotonic() + seconds
@@ -277,6 +289,24 @@ class AgentSandboxDouble(KubeDouble):
     def reconcile(self) -> None:
         now = time.time()
         with self.lock:
+            wanted = [
+                s
+                for ns in self.namespaces
+                for s in self.items("sandboxes", ns)
+                if (ns, s["metadata"]["name"]) not in self.pods
+                and s["metadata"]["uid"] not in self.making
+            ]
+            self.making.update(s["metadata"]["uid"] for s in wanted)
+        for sandbox in wanted:  # no lock: Docker is slow, and requests must go on meanwhile
+            try:
+                self._make_pod(sandbox)
+            finally:
+                self.making.discard(sandbox["metadata"]["uid"])
+        with self.lock:
+            for sandbox in wanted:  # deleted while its pod was being made
+                meta = sandbox["metadata"]
+                if self.get("sandboxes", meta["namespace"], meta["name"]) is None:
+                    self._delete_pod(meta["namespace"], meta["name"])
             # shutdownTime: the controller deletes what a dead client left
             for plural in ("sandboxclaims", "sandboxes"):
                 for ns in self.namespaces:
@@ -317,7 +347,7 @@ class AgentSandboxDouble(KubeDouble):
         for sandbox in self.items("sandboxes", ns):
             name = sandbox["metadata"]["name"]
             if (ns, name) not in self.pods:
-                self._make_pod(sandbox)
+                continue  # made at the start of the next reconcile
             was = (sandbox.get("status") or {}).get("conditions") or []
             if was and was[0]["status"] == "True":
                 continue  # ready stays ready (a lost pod fails the exec stream instead)
@@ -601,6 +631,18 @@ class AgentSandboxDouble(KubeDouble):
                     self.close_connection = True
 
         return Handler
+
+
+def _quiet_errors(default: Any) -> Any:
+    """Clients hanging up (a cut watch, a closed test) are not errors worth a traceback."""
+
+    def handle_error(request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            default(request, client_address)
+
+    return handle_error
 
 
 def _rv(event: tuple[Any, ...]) -> int:

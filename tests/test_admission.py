@@ -209,21 +209,29 @@ async def test_runner_never_exceeds_max_live_and_records_queue_wait(
 
 @pytest.mark.docker
 async def test_warm_pool_starts_go_through_admission(docker_limits: AdmissionController) -> None:
+    """The pool's sandboxes count as live; its refills never queue for a slot, so a
+    trajectory waiting for one gets the next freed slot (no deadlock with max_live <= size)."""
     from orchestrator.sandbox.pool import WarmPool
 
     admission.configure("docker", {"max_live": 2})
     values = docker_config().model_dump(mode="json")
-    async with WarmPool(4, max_starting=4) as pool:
+    async with WarmPool(3, max_starting=3) as pool:
         pool.warm(values)
         deadline = time.monotonic() + 30
         while pool.ready(values) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # give a (wrong) third start time to happen
         assert pool.ready(values) == 2 and docker_limits.live == 2
-        assert docker_limits.queued >= 1  # the pool's other refills wait their turn
-        sandbox = await pool.acquire(values)
-        async with sandbox:
+        assert docker_limits.queued == 0  # refills wait outside the queue
+        first = await pool.acquire(values)
+        second = await pool.acquire(values)
+        third = asyncio.create_task(pool.acquire(values))
+        await asyncio.sleep(0.5)
+        assert not third.done() and docker_limits.live == 2
+        await first.close()
+        async with await asyncio.wait_for(third, 30) as sandbox:
             assert (await sandbox.run("echo hi")).output == "hi\n"
+        await second.close()
     assert docker_limits.live == 0 and docker_limits.queued == 0
 
 

@@ -18,8 +18,8 @@ Per trajectory:
 
 Every request this backend sends passes the process-wide API token bucket of
 :mod:`orchestrator.admission` (``api_rate``); a request refused with 429 waits the
-server's ``Retry-After`` before it is sent again (through the bucket again). Verified on the API double's CRD extension
-(``tests/k8s_double_agent_sandbox.py``), not on a live cluster.
+server's ``Retry-After`` before it is sent again (through the bucket again). Verified on the
+API double's CRD extension (``tests/k8s_double_agent_sandbox.py``), not on a live cluster.
 """
 
 from __future__ import annotations
@@ -469,10 +469,17 @@ class AgentSandbox(KubernetesSandbox):
                 )  # fmt: skip
                 body = cfg.sandbox_manifest(self.claim_name, template)
             self.claimed = True  # from here on, teardown deletes by name
-            await acall_api(
-                cfg, api.create_namespaced_custom_object, group, VERSION, cfg.namespace,
-                plural, body,
-            )  # fmt: skip
+            try:
+                await acall_api(
+                    cfg, api.create_namespaced_custom_object, group, VERSION, cfg.namespace,
+                    plural, body,
+                )  # fmt: skip
+            except ApiException as exc:
+                # the name is random per sandbox: a 409 is our own earlier attempt, which
+                # committed before its reply was lost (a 5xx or a cut connection): adopt it
+                if _status(exc) != 409:
+                    raise
+                log.info("%s: the create committed before its error: adopting", self.claim_name)
         except ApiException as exc:
             raise SandboxClaimError(self._refusal(exc, kind)) from exc
         except Exception as exc:
