@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import copy
 import datetime
+import functools
 import json
 import random
 import threading
@@ -84,6 +85,7 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+@functools.cache
 def load_schemas() -> dict[str, dict[str, Any]]:
     """plural -> the v1beta1 openAPIV3Schema, strict."""
     schemas = {}

@@ -209,7 +209,7 @@ async def test_empty_pool_fails_after_the_claim_timeout_and_says_why(
     sb = cfg(double, warm_pool="empty", claim_timeout=1.5).build()
     t0 = time.monotonic()
     with pytest.raises(
-        SandboxClaimError, match=r"not Ready after 1.5s \(SandboxNotReady.*has 0 ready of 0"
+        SandboxClaimError, match=r"not Ready after 1.5s.*SandboxWarmPool 'empty' has 0 ready of 0"
     ):
         await sb.start()
     assert time.monotonic() - t0 < 10
