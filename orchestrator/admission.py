@@ -329,6 +329,7 @@ __all__ = [
     "DEFAULTS",
     "AdmissionController",
     "AdmissionSettings",
+    "AdmissionStats",
     "Permit",
     "TokenBucket",
     "configure",

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from orchestrator import admission
-from orchestrator.admission import AdmissionController, AdmissionSettings, TokenBucket
+from orchestrator.admission import (
+    AdmissionController,
+    AdmissionSettings,
+    AdmissionStats,
+    TokenBucket,
+)
 from orchestrator.exceptions import ConfigError, SandboxAdmissionError
 
 from .conftest import docker_config
@@ -30,6 +35,7 @@ def docker_limits() -> Iterator[AdmissionController]:
     """The process-wide docker controller, its settings restored after the test."""
     ctl = admission.controller("docker")
     saved = ctl.settings
+    ctl.stats = AdmissionStats()  # the process's controller: earlier tests used it too
     yield ctl
     ctl.configure(saved)
 

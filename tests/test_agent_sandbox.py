@@ -321,6 +321,7 @@ async def test_runner_on_agent_sandbox_goes_through_admission(
     await wait_pool_ready(double, "pool", 2)
     ctl = admission.controller("agent-sandbox")
     saved = ctl.settings
+    ctl.stats = admission.AdmissionStats()  # shared by the process: count this test only
     config = AgenticRolloutConfig(
         agent_type="tool",
         sandbox=cfg(double).model_dump(mode="json"),
