@@ -158,6 +158,8 @@ class AgentSandboxDouble(KubeDouble):
         self.expiries: dict[str, float | None] = {}
         #: uids of Sandboxes whose pod is being made (outside the lock)
         self.making: set[str] = set()
+        #: "ns/name" of every pod container this double made
+        self.made: set[str] = set()
         self.rv = 0
         #: (rv, plural, ns, type, the watch event's JSON line) for watches
         self.history: list[tuple[int, str, str, str, bytes]] = []
@@ -190,6 +192,7 @@ class AgentSandboxDouble(KubeDouble):
             self.changed.notify_all()
         self._controller.join(30)  # before the base removes the containers it may be touching
         if self.containers:
+            self._remove_containers()
             super().__exit__(*exc)
         else:  # no container was made: leave dockerd alone (it may be busy or absent)
             self.server.shutdown()
@@ -245,10 +248,42 @@ class AgentSandboxDouble(KubeDouble):
         return obj
 
     def _delete_pod(self, ns: str, name: str) -> None:
-        if self.containers:
-            self.delete_pod(ns, name)
-        else:
+        if not self.containers:
             self.pods.pop((ns, name), None)
+            return
+        import docker
+
+        try:
+            self.delete_pod(ns, name)
+        except docker.errors.APIError as exc:  # "removal already in progress": a second delete
+            if exc.status_code not in (404, 409):
+                raise
+            self.pods.pop((ns, name), None)
+
+    def _remove_containers(self) -> None:
+        """Remove our containers, waiting out removals already in progress (the base double's
+        exit would fail on their 409)."""
+        import docker
+
+        from tests.k8s_double import LABEL
+
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            # ours only: other doubles on this machine label theirs with the same key
+            found = [
+                c
+                for c in self.docker.containers.list(all=True, filters={"label": LABEL})
+                if c.labels.get(LABEL) in self.made
+            ]
+            if not found:
+                return
+            for c in found:
+                try:
+                    c.remove(force=True)
+                except docker.errors.APIError as exc:
+                    if exc.status_code not in (404, 409):
+                        raise
+            time.sleep(0.5)
 
     # ---- the controller
 
@@ -265,6 +300,7 @@ class AgentSandboxDouble(KubeDouble):
             "spec": copy.deepcopy(template["spec"]),
         }
         if self.containers:
+            self.made.add(f"{ns}/{name}")
             self.create_pod(ns, body)  # a Docker container, Pending until it runs
         else:
             self.pods[(ns, name)] = {

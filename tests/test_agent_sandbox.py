@@ -246,8 +246,11 @@ async def test_pool_deleted_mid_run(double: AgentSandboxDouble) -> None:
     """A running trajectory keeps its sandbox only while its claim lives; a claim still
     waiting when its pool is deleted fails within its bound with the reason."""
     with double.lock:
-        double.create("sandboxwarmpools", NS, pool_manifest("doomed", "tpl", 1))
+        double.create("sandboxtemplates", NS, template_manifest("doomed-tpl", SANDBOX_IMAGE))
+        double.create("sandboxwarmpools", NS, pool_manifest("doomed", "doomed-tpl", 1))
     await wait_pool_ready(double, "doomed", 1)
+    with double.lock:  # no refill from here on: the next claim can only wait
+        double._delete_cascade("sandboxtemplates", NS, "doomed-tpl")
     async with cfg(double, warm_pool="doomed").build() as running:
         waiting = asyncio.create_task(
             cfg(double, warm_pool="doomed", claim_timeout=3).build().start()
