@@ -16,7 +16,8 @@ turns Running without one, so thousands fit on one machine), binds a claim to a 
 Sandbox (status ``sandbox.name``, condition Ready), deletes the bound Sandbox and its pod with
 the claim (owner references), and deletes Sandboxes and claims whose ``shutdownTime`` passed.
 
-Faults: ``error_rate`` (a share of requests answered 429 with ``Retry-After`` or 500),
+Faults: ``error_rate`` (a share of requests answered 429 with ``Retry-After`` or 500;
+``fail_next`` the next ones, in order),
 ``drop_watch_after`` (watch streams cut without their terminating chunk after that many
 events), ``down_for(seconds)`` (every request refused with 503 for a while: the API server
 down), ``forbidden`` as in the base double (verb, plural). ``request_times`` holds the arrival
@@ -168,6 +169,8 @@ class AgentSandboxDouble(KubeDouble):
         self.crd_requests: list[tuple[float, str, str]] = []
         self.error_rate = 0.0
         self.drop_watch_after: int | None = None
+        #: statuses (429 or 500) to answer the next requests with, in order
+        self.fail_next: list[int] = []
         self.down_until = 0.0
         self.watch_drops = 0
         self.injected = {"429": 0, "500": 0, "503": 0}
@@ -510,9 +513,10 @@ class AgentSandboxDouble(KubeDouble):
                     double.injected["503"] += 1
                     self.status(503, "ServiceUnavailable", "the API server is down")
                     return
-                if double.error_rate and double.rng.random() < double.error_rate:
+                forced = double.fail_next.pop(0) if double.fail_next else None
+                if forced or (double.error_rate and double.rng.random() < double.error_rate):
                     self._drain()
-                    if double.rng.random() < 0.5:
+                    if forced == 429 or (forced is None and double.rng.random() < 0.5):
                         double.injected["429"] += 1
                         self.send_response(429)
                         body = json.dumps(

@@ -129,6 +129,7 @@ def as_double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentSandbox
 def double(as_double: AgentSandboxDouble) -> Iterator[AgentSandboxDouble]:
     yield as_double
     as_double.error_rate = 0.0
+    as_double.fail_next.clear()
     as_double.drop_watch_after = None
     as_double.down_until = 0.0
     as_double.forbidden.clear()
@@ -283,6 +284,7 @@ async def test_shutdown_time_reaps_what_a_dead_orchestrator_left(
 @pytest.mark.docker
 async def test_faults_429_500_and_dropped_watches(double: AgentSandboxDouble) -> None:
     await wait_pool_ready(double, "pool", 2)
+    double.fail_next = [429, 500, 429]  # the create meets both, whatever the random draws
     double.error_rate = 0.3
     double.drop_watch_after = 1
     drops = double.watch_drops
