@@ -273,11 +273,11 @@ class AgentSandboxDouble(KubeDouble):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             # ours only: other doubles on this machine label theirs with the same key
-            found = [
-                c
-                for c in self.docker.containers.list(all=True, filters={"label": LABEL})
-                if c.labels.get(LABEL) in self.made
-            ]
+            try:
+                listed = self.docker.containers.list(all=True, filters={"label": LABEL})
+            except docker.errors.NotFound:  # one went away while being listed: look again
+                continue
+            found = [c for c in listed if c.labels.get(LABEL) in self.made]
             if not found:
                 return
             for c in found:

@@ -584,21 +584,15 @@ class AgentSandbox(KubernetesSandbox):
         return await self._open_exec()
 
     async def _open_exec(self) -> Any:
-        """The Pod backend's exec transport to our pod (its agent bootstrap over stdin)."""
-        from orchestrator.sandbox import kubernetes as k8s
-
-        attach = getattr(self, "_attach", None)
-        if attach is not None:  # the Pod backend's async attach (heartbeat, chunked frames)
-            return await attach()
-        ws = await asyncio.to_thread(self._exec_agent)
-        return k8s._ExecTransport(ws, asyncio.get_running_loop())
+        """The Pod backend's exec transport to our pod (its agent bootstrap over stdin, its
+        heartbeat, its frame limits)."""
+        return await self._attach()
 
     async def _teardown(self) -> None:
         try:
             await self.release()
         finally:
-            if self._api_client is not None:
-                self._api_client.close()
+            await self._teardown_client()
 
 
 __all__ = ["AgentSandbox", "AgentSandboxConfig", "acall_api", "call_api", "watcher"]
