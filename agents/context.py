@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator import metrics
 from orchestrator.exceptions import AgentError, AgenticRolloutError, ConfigError, StepLimitExceeded
 from orchestrator.llm import LLMClient, LLMResponse, generate_with_retries
 from orchestrator.tasks import Task
@@ -119,7 +120,9 @@ class AgentRun:
             on_retry=self.record.retries.append,
             **sampling,
         )
-        self.record.llm_seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        metrics.llm_call(elapsed)
+        self.record.llm_seconds += elapsed
         self.record.usage.add(response.usage)
         self.record.metadata.setdefault("finish_reasons", []).append(response.finish_reason)
         return ModelReply(response)

@@ -428,6 +428,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 1
     rollout = AgenticRollout(config)
     _announce(rollout, len(tasks))
+    _serve_metrics(args)
     t0 = _time.monotonic()
     summary = run_async(
         _run_with_progress(rollout, tasks, show_progress=not args.no_progress), rollout=rollout
@@ -570,7 +571,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--tool-format", choices=["auto", "react", "json", "native", "hermes"])
     run.add_argument(
         "--backend",
-        choices=["docker", "kubernetes", "kodo", "local", "none"],
+        choices=["docker", "kubernetes", "agent-sandbox", "kodo", "local", "none"],
         help="sandbox backend",
     )
     run.add_argument("--image", help="sandbox image (docker)")
@@ -595,6 +596,22 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
         action="store_true",
         help="skip the checks before the first sandbox (image, LLM endpoint, agent/LLM fit)",
     )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT while running (needs the metrics extra)",
+    )
+
+
+def _serve_metrics(args: argparse.Namespace) -> None:
+    """--metrics-port: /metrics on loopback for the life of the command (a daemon thread)."""
+    if getattr(args, "metrics_port", None) is None:
+        return
+    from orchestrator import metrics
+
+    _server, port = metrics.serve(args.metrics_port)
+    print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr)
 
 
 def _swe_tasks(path: str, split: str | None = None) -> list[Any]:
@@ -652,6 +669,7 @@ def _cmd_swe(args: argparse.Namespace) -> int:
         _print_results(results)
         return 0
     config = _rollout_config(args)
+    _serve_metrics(args)
     summary = run_async(
         swe.run_swe(tasks, config, eval_in_rollout_sandbox=args.eval_in_rollout_sandbox)
     )

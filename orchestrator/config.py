@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.exceptions import ConfigError
 from orchestrator.llm import RetryPolicy
 
@@ -71,6 +72,10 @@ class AgenticRolloutConfig(BaseModel):
     trajectory_timeout: float = Field(1800.0, gt=0, description="seconds per trajectory")
     max_consecutive_format_errors: int = Field(3, ge=1)
     system_prompt: str | None = None
+    #: process-wide admission limits per backend type, e.g. {"docker": {"max_live": 32}}:
+    #: fields not given keep that backend's defaults (orchestrator.admission.DEFAULTS); shared
+    #: by every AgenticRollout, warm pool and VERL loop of the process
+    admission: dict[str, AdmissionSettings] = Field(default_factory=dict)
     #: "auto" (the agent's default), "react", "json" (schema-constrained, for small local
     #: models), "native" (function calling) or "hermes" (<tool_call> tags in the text)
     tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
@@ -119,6 +124,11 @@ class AgenticRolloutConfig(BaseModel):
             data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
             data["save_trajectories"] = False
         return data
+
+    @field_validator("admission", mode="before")
+    @classmethod
+    def _admission_over_defaults(cls, value: Any) -> Any:
+        return merge_admission_defaults(value)
 
     @classmethod
     def load(

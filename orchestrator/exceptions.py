@@ -21,6 +21,9 @@
     │       └── LLMResponseError              a reply that is not a valid completion
     └── SandboxError                          anything about a sandbox
         ├── SandboxStartError                 image missing, no python3, agent never answered
+        │   ├── SandboxAdmissionError         queued past the backend's admission queue_timeout
+        │   └── SandboxClaimError             an agent-sandbox claim never bound (empty or
+        │                                     deleted warm pool, unknown template, RBAC)
         ├── SandboxConnectionError (ConnectionError)
         │                                     the stream died: container killed, agent crashed
         ├── RpcTimeoutError (TimeoutError)    no reply within the host-side deadline
@@ -146,6 +149,14 @@ class SandboxError(AgenticRolloutError):
 
 class SandboxStartError(SandboxError):
     """The sandbox could not be started or its agent never became ready."""
+
+
+class SandboxAdmissionError(SandboxStartError):
+    """The process-wide admission controller did not admit the start in time."""
+
+
+class SandboxClaimError(SandboxStartError):
+    """A kubernetes-sigs agent-sandbox claim did not bind to a ready sandbox."""
 
 
 class SandboxConnectionError(SandboxError, ConnectionError):

@@ -26,6 +26,7 @@ from typing import Any
 
 from agents import make_agent
 from agents.base import BaseAgent
+from orchestrator import admission, metrics
 from orchestrator.config import AgenticRolloutConfig, resolve_retry
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
@@ -168,6 +169,8 @@ class AgenticRollout:
         #: awaited inside the sandbox's lifetime after the agent (e.g. evaluate in that sandbox)
         self.after_agent = after_agent
         self._pool: WarmPool | None = None
+        if self.config.admission:  # process-wide: applies to every rollout of this process
+            admission.configure_all(dict(self.config.admission))
         path = self.config.trajectory_file
         #: opening reads the file and writes nothing; a run takes its lock
         self.store: TrajectoryStore | None = TrajectoryStore(path) if path is not None else None
@@ -443,6 +446,7 @@ class AgenticRollout:
                 traj.errors[-1].type,
                 traj.errors[-1].message[:300],
             )
+        metrics.trajectory_finished(traj)  # before the steps may be dropped below
         if not self.config.include_trajectory_in_output:
             traj.steps = []
             traj.messages = []
@@ -475,6 +479,10 @@ class AgenticRollout:
         async with sandbox:  # closed (destroyed) whatever happens; never reused
             traj.metadata["sandbox"] = sandbox.name
             log.debug("trajectory %s: sandbox %s ready", task.id, sandbox.name)
+            # admission wait of this trajectory's start (0 for a warm pool's sandbox)
+            traj.metadata["queue_wait"] = (
+                0.0 if traj.metadata.get("warm_pool") else round(sandbox.queue_seconds, 4)
+            )
             for command in task.setup:
                 result = await sandbox.run(command, timeout=600)
                 if not result.ok:

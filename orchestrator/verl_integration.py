@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 try:
     import numpy as np
@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from agents.base import _jsonable
+from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
 from orchestrator.store import TrajectoryStore
@@ -76,6 +77,9 @@ class VerlLoopSettings(BaseModel):
     #: sandbox backend settings; rows may override with ``extra_info.sandbox`` or
     #: ``tools_kwargs.sandbox`` (image per row, ...)
     sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
+    #: process-wide admission per backend type (orchestrator.admission), e.g.
+    #: {"agent-sandbox": {"max_live": 512, "api_rate": 50}}: one VERL step's samples share it
+    admission: dict[str, AdmissionSettings] = Field(default_factory=dict)
     max_turns: int = Field(10, ge=1)
     #: per model turn; None: whatever is left of ``response_length``
     max_tokens_per_turn: int | None = Field(None, ge=1)
@@ -94,6 +98,11 @@ class VerlLoopSettings(BaseModel):
     #: also append every trajectory (messages, tools, timings, tokens) to this JSONL file;
     #: ``{pid}`` in it becomes the process id (VERL runs several agent-loop worker processes)
     save_path: str | None = None
+
+    @field_validator("admission", mode="before")
+    @classmethod
+    def _admission_over_defaults(cls, value: Any) -> Any:
+        return merge_admission_defaults(value)
 
 
 def _plain(value: Any) -> Any:
@@ -269,6 +278,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             tools=tools,
             tools_config=tools_config,
             sandbox=s.sandbox,
+            admission=s.admission,
             tool_format=s.tool_format,
             system_prompt=s.system_prompt,
             trajectory_timeout=s.trajectory_timeout,

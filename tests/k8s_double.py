@@ -247,7 +247,10 @@ class KubeDouble:
         import tempfile
 
         d = Path(tempfile.mkdtemp(prefix="k8s-double-tls-"))
-        run = lambda *a: subprocess.run(a, cwd=d, check=True, capture_output=True)  # noqa: E731
+
+        def run(*a: str) -> None:
+            subprocess.run(a, cwd=d, check=True, capture_output=True)
+
         run(
             "openssl",
             "req",

@@ -29,6 +29,7 @@ BACKENDS: dict[str, str] = {
     "local": "orchestrator.sandbox.local:LocalSandboxConfig",
     "kubernetes": "orchestrator.sandbox.kubernetes:KubernetesSandboxConfig",
     "kodo": "orchestrator.sandbox.kodo:KodoSandboxConfig",
+    "agent-sandbox": "orchestrator.sandbox.agent_sandbox:AgentSandboxConfig",
 }
 
 

@@ -24,7 +24,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
-from orchestrator.exceptions import AgenticRolloutError, SandboxError, SandboxStartError
+from orchestrator.admission import Permit
+from orchestrator.exceptions import (
+    AgenticRolloutError,
+    SandboxAdmissionError,
+    SandboxError,
+    SandboxStartError,
+)
 from orchestrator.sandbox.rpc import RpcClient
 from orchestrator.sandbox.transport import Transport
 
@@ -167,6 +173,9 @@ class Sandbox(abc.ABC):
         self.agent_injected = False
         #: seconds from start() to the agent answering its first ping
         self.ready_seconds: float | None = None
+        #: seconds start() waited for admission (orchestrator.admission)
+        self.queue_seconds: float = 0.0
+        self._permit: Permit | None = None
 
     # ---- backend hooks
 
@@ -184,7 +193,19 @@ class Sandbox(abc.ABC):
 
     # ---- lifecycle
 
-    async def start(self) -> Self:
+    async def start(self, *, queue: bool = True) -> Self:
+        """Start the sandbox. ``queue=False`` (warm pool refills): raise
+        :class:`SandboxAdmissionError` at once instead of waiting for admission."""
+        from orchestrator import admission, metrics
+
+        # every start passes the process-wide admission of its backend: live sandboxes,
+        # concurrent starts and the creation rate are bounded for all callers together
+        ctl = admission.controller(self.backend)
+        permit = await ctl.admit() if queue else await ctl.try_admit()
+        if permit is None:
+            raise SandboxAdmissionError(f"{self.backend}: no free admission slot right now")
+        self._permit = permit
+        self.queue_seconds = self._permit.queue_wait
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         try:
@@ -201,10 +222,14 @@ class Sandbox(abc.ABC):
                 raise SandboxStartError(
                     f"{self.describe()}: the in-sandbox agent did not become ready: {why or exc}"
                 ) from exc
-        except BaseException:
+        except BaseException as exc:
+            metrics.sandbox_start_failed(self.backend, exc)
             await self.close()
             raise
+        finally:
+            permit.started()
         self.ready_seconds = loop.time() - t0
+        metrics.sandbox_started(self.backend, self.ready_seconds, self.queue_seconds)
         return self
 
     async def close(self) -> None:
@@ -215,7 +240,11 @@ class Sandbox(abc.ABC):
             if self._rpc is not None:
                 await self._rpc.close()
         finally:
-            await asyncio.shield(self._teardown())
+            try:
+                await asyncio.shield(self._teardown())
+            finally:
+                if self._permit is not None:
+                    self._permit.release()
 
     async def __aenter__(self) -> Self:
         if self._rpc is not None and not self._closed:  # started already (a warm pool's)

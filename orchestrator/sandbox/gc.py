@@ -97,6 +97,9 @@ def reap_docker(
                 except docker.errors.APIError:
                     removed = False
             found.append(Reaped(info["Id"][:12], name, reason, removed))
+        from orchestrator import metrics
+
+        metrics.sandboxes_reaped("docker", sum(r.removed for r in found))
         return found
     finally:
         api.close()

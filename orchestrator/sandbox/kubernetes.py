@@ -358,8 +358,8 @@ class KubernetesSandbox(Sandbox):
 
     # ---- lifecycle
 
-    async def start(self) -> KubernetesSandbox:
-        await super().start()
+    async def start(self, *, queue: bool = True) -> KubernetesSandbox:
+        await super().start(queue=queue)
         if self.config.heartbeat_interval > 0:
             self._heartbeat = asyncio.create_task(
                 self._heartbeat_loop(), name=f"heartbeat-{self.name}"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from orchestrator.exceptions import ConfigError
+from orchestrator.exceptions import ConfigError, SandboxAdmissionError
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.base import Sandbox
 
@@ -40,6 +40,9 @@ class _Slot:
     starting: int = 0
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set whenever a refill ends (ready or failed): acquire() waits on it
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
+    deferred: bool = False
     failures: int = 0
     last_error: str | None = None
 
@@ -106,13 +109,22 @@ class WarmPool:
                 continue
             self.stats.hits += 1
             return sandbox
+        if slot.starting > 0:
+            # refills in flight hold admission slots: wait for one of them rather than queue
+            # behind them for a slot of our own (with max_live <= size that never comes)
+            slot.landed.clear()
+            await slot.landed.wait()
+            return await self.acquire(values)
         self.stats.misses += 1
         slot.wake.set()
         return await sandbox_config(values).build().start()
 
     async def _start_one(self, slot: _Slot) -> None:
         try:
-            sandbox = await sandbox_config(slot.values).build().start()
+            # never queue for admission: a refill must not take a slot a trajectory waits for
+            sandbox = await sandbox_config(slot.values).build().start(queue=False)
+        except SandboxAdmissionError:
+            slot.deferred = True  # no free slot now; _refill retries after a pause
         except Exception as exc:  # the next acquire starts one itself and raises the real error
             slot.failures += 1
             slot.last_error = f"{type(exc).__name__}: {exc}"
@@ -127,6 +139,7 @@ class WarmPool:
                 slot.ready.append((time.monotonic(), sandbox))
         finally:
             slot.starting -= 1
+            slot.landed.set()
             slot.wake.set()
 
     async def _refill(self, slot: _Slot) -> None:
@@ -144,6 +157,10 @@ class WarmPool:
                 slot.wake.clear()
                 if slot.failures:  # back off after failures instead of spinning
                     await asyncio.sleep(min(30.0, 0.5 * 2 ** min(slot.failures, 6)))
+                elif slot.deferred:  # admission was full: look again shortly
+                    slot.deferred = False
+                    await asyncio.sleep(0.2)
+                    continue
                 await slot.wake.wait()
         finally:
             if starts:
