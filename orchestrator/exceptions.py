@@ -25,7 +25,11 @@
         │   └── SandboxClaimError             an agent-sandbox claim never bound (empty or
         │                                     deleted warm pool, unknown template, RBAC)
         ├── SandboxConnectionError (ConnectionError)
-        │                                     the stream died: container killed, agent crashed
+        │   │                                 the stream died: container killed, agent crashed
+        │   └── SandboxProtocolError          the sandbox broke the protocol or a host-side
+        │                                     limit (a 1 GiB line, a reply for an unknown id):
+        │                                     the host closed it
+        ├── DownloadTooLargeError             a download out of the sandbox passed its byte cap
         ├── RpcTimeoutError (TimeoutError)    no reply within the host-side deadline
         └── RemoteError                       a structured error replied by the in-sandbox agent
             ├── MalformedFrameError           the agent could not parse a frame we sent
@@ -161,6 +165,20 @@ class SandboxClaimError(SandboxStartError):
 
 class SandboxConnectionError(SandboxError, ConnectionError):
     """The byte stream to the in-sandbox agent is closed; pending and later calls fail."""
+
+
+class SandboxProtocolError(SandboxConnectionError):
+    """The sandbox sent bytes the host refuses (a frame over a limit, a reply to no request, a
+    forged chunk...): the host closed that sandbox, and every pending and later call fails
+    with this error. ``limit`` names the config value that was exceeded, when one was."""
+
+    def __init__(self, message: str, *, limit: str | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class DownloadTooLargeError(SandboxError):
+    """A download out of the sandbox passed its byte cap (``max_download_bytes``)."""
 
 
 class RpcTimeoutError(SandboxError, TimeoutError):

@@ -126,6 +126,22 @@ def openai_to_anthropic(schema: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Most characters of a tool's output kept (a bound on what a sandbox can make the host hold,
+#: escape and store per call; the agent's own ``max_observation_chars`` is usually lower).
+MAX_RESULT_CHARS = 1 << 20
+
+
+def cap_text(text: str, limit: int = MAX_RESULT_CHARS) -> str:
+    """``text`` with its middle elided to ``limit`` characters, saying so."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return (
+        f"{text[:half]}\n[... {len(text) - 2 * half} characters elided: the tool's output is "
+        f"capped at {limit} characters ...]\n{text[-half:]}"
+    )
+
+
 class AgenticBaseTool:
     """Base class of every tool. Subclasses set ``name``/``description``/``parameters`` and
     implement ``run(args, ctx)``; seed-style tools may instead override
@@ -203,7 +219,11 @@ class AgenticBaseTool:
         except Exception as exc:  # a bug in the tool must not kill the trajectory
             return ToolResult.fail(f"Tool `{self.tool_name}` raised {type(exc).__name__}: {exc}")
         if isinstance(result, str):
-            return ToolResult(success=True, output=result)
+            return ToolResult(success=True, output=cap_text(result))
+        if len(result.output) > MAX_RESULT_CHARS:
+            result.output = cap_text(result.output)
+        if result.error is not None and len(result.error) > MAX_RESULT_CHARS:
+            result.error = cap_text(result.error)
         return result
 
     async def execute_tool(

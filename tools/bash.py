@@ -39,7 +39,12 @@ _REDIRECT_CHARS = set("<>&")
 
 class BashConfig(ToolConfig):
     timeout: float = Field(120.0, gt=0, description="default per-call timeout in seconds")
-    max_timeout: float = Field(1800.0, gt=0, description="largest timeout a call may ask for")
+    max_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="largest timeout a call may ask for; a model asking for more gets this, "
+        "with a note (the model cannot hold a sandbox longer than the config allows)",
+    )
     max_output: int = Field(
         16000, gt=200, description="bytes of output the model sees (head + tail kept)"
     )
@@ -117,6 +122,24 @@ class BashExecutorTool(AgenticBaseTool):
     }
     config_model: ClassVar[type[ToolConfig]] = BashConfig
 
+    def get_openai_tool_schema(self) -> dict[str, Any]:
+        """The schema with this config's timeouts in the words the model reads."""
+        cfg: BashConfig = self.settings
+        props = self.parameters["properties"]
+        timeout = {
+            **props["timeout"],
+            "description": f"seconds before the command is killed (default {cfg.timeout:g}, "
+            f"at most {cfg.max_timeout:g})",
+        }
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": {**self.parameters, "properties": {**props, "timeout": timeout}},
+            },
+        }
+
     async def run(self, args: dict[str, Any], ctx: ToolContext) -> ToolResult:
         cfg: BashConfig = self.settings
         command: str = args["command"]
@@ -135,7 +158,10 @@ class BashExecutorTool(AgenticBaseTool):
         timeout = float(args.get("timeout") or cfg.timeout)
         note = ""
         if timeout > cfg.max_timeout:
-            note = f"[timeout {timeout:g}s exceeds the maximum; using {cfg.max_timeout:g}s]\n"
+            note = (
+                f"[timeout {timeout:g}s is above this tool's limit of {cfg.max_timeout:g}s "
+                f"(max_timeout); the command ran with {cfg.max_timeout:g}s]\n"
+            )
             timeout = cfg.max_timeout
         sandbox = ctx.require_sandbox()
         result = await sandbox.run(

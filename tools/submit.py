@@ -14,6 +14,11 @@ from pydantic import Field
 
 from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, ToolResult
 
+#: Largest patch submitted. A patch is stored up to three times in a trajectory (final response,
+#: metadata, tool result) and JSON can escape a byte into 6 (a control character as \u0001):
+#: the cap bounds the stored line at ~18x this. SWE-bench gold patches are a few KB.
+DEFAULT_MAX_PATCH_BYTES = 2 * 1024 * 1024
+
 
 class SubmitConfig(ToolConfig):
     #: "auto": a patch when the run's context names a base commit (SWE tasks), else an answer
@@ -23,6 +28,9 @@ class SubmitConfig(ToolConfig):
     )
     base_commit: str | None = Field(None, description="diff against this commit (default HEAD)")
     timeout: float = Field(120.0, gt=0)
+    max_patch_bytes: int = Field(
+        DEFAULT_MAX_PATCH_BYTES, gt=0, description="a larger patch is refused, with a note"
+    )
 
 
 async def workspace_patch(
@@ -31,6 +39,8 @@ async def workspace_patch(
     base: str | None,
     timeout: float,
     exclude: list[str] | None = None,
+    *,
+    max_bytes: int = DEFAULT_MAX_PATCH_BYTES,
 ) -> str:
     """``git diff --binary`` of everything in ``workdir`` (tracked, new, deleted) vs ``base``.
 
@@ -45,14 +55,18 @@ async def workspace_patch(
         + shlex.quote(base or "HEAD")
         + pathspec
     )
-    res = await sandbox.exec(["bash", "-c", script], timeout=timeout, max_output=256 * 1024 * 1024)
+    res = await sandbox.exec(["bash", "-c", script], timeout=timeout, max_output=max_bytes + 1)
     if res.exit_code != 0:
         raise ToolError(
             f"Cannot build the patch: {workdir} is not a usable git repository "
             f"(git says: {res.stderr.strip()[:300] or res.stdout.strip()[:300]})."
         )
-    if res.elided_bytes:
-        raise ToolError(f"The patch is larger than 256 MiB ({res.total_bytes} bytes).")
+    if res.elided_bytes or res.total_bytes > max_bytes:
+        raise ToolError(
+            f"The patch is {res.total_bytes} bytes, over the limit of {max_bytes} bytes "
+            "(max_patch_bytes); nothing was submitted. Remove generated, binary or data files "
+            "from the workspace and submit again."
+        )
     return res.stdout
 
 
@@ -90,7 +104,9 @@ class SubmitTool(AgenticBaseTool):
             raise ToolError("Cannot build the patch: no workspace directory is configured.")
         # a task may name its base commit and excluded paths (SWE tasks do, via the context)
         base = cfg.base_commit or ctx.extra.get("base_commit")
-        patch = await workspace_patch(ctx, workdir, base, cfg.timeout, ctx.extra.get("exclude"))
+        patch = await workspace_patch(
+            ctx, workdir, base, cfg.timeout, ctx.extra.get("exclude"), max_bytes=cfg.max_patch_bytes
+        )
         files = sum(1 for line in patch.splitlines() if line.startswith("diff --git "))
         summary = f"Submitted a patch: {files} file(s) changed, {len(patch)} bytes."
         if not patch:

@@ -27,11 +27,12 @@ from typing_extensions import Self
 from orchestrator.admission import Permit
 from orchestrator.exceptions import (
     AgenticRolloutError,
+    DownloadTooLargeError,
     SandboxAdmissionError,
     SandboxError,
     SandboxStartError,
 )
-from orchestrator.sandbox.rpc import RpcClient
+from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,9 @@ def agent_payload() -> tuple[bytes, bytes]:
     return marshal.dumps(code), agent_source()
 
 
-def agent_command(python: str = "python3") -> list[str]:
+def agent_command(python: str = "python3", payload: tuple[bytes, bytes] | None = None) -> list[str]:
     """argv that starts the agent from the payload streamed on its stdin (see BOOTSTRAP)."""
-    code, source = agent_payload()
+    code, source = payload or agent_payload()
     return [
         python,
         "-I",
@@ -164,9 +165,16 @@ class Sandbox(abc.ABC):
 
     backend: ClassVar[str] = "abstract"
 
-    def __init__(self, *, name: str, startup_timeout: float = 60.0) -> None:
+    def __init__(
+        self, *, name: str, startup_timeout: float = 60.0, limits: RpcLimits | None = None
+    ) -> None:
         self.name = name
         self.startup_timeout = startup_timeout
+        #: host-side bounds on what this sandbox may send (docs/security.md)
+        self.limits = limits or RpcLimits()
+        #: another agent's source to stream in instead of agent.py (tests of a compromised or
+        #: misbehaving agent); set before start, on backends that stream the agent in
+        self.agent_override: bytes | None = None
         self._rpc: RpcClient | None = None
         self._closed = False
         #: set by a backend whose _open() streamed the agent in itself (Kubernetes direct TCP)
@@ -191,6 +199,15 @@ class Sandbox(abc.ABC):
         """Why the stream died (e.g. container state); None when unknown."""
         return None
 
+    def agent_payload(self) -> tuple[bytes, bytes]:
+        """(compiled code, source) streamed in at start; no code: the sandbox compiles it."""
+        if self.agent_override is not None:
+            return b"", self.agent_override
+        return agent_payload()
+
+    def agent_argv(self, python: str = "python3") -> list[str]:
+        return agent_command(python, self.agent_payload())
+
     # ---- lifecycle
 
     async def start(self, *, queue: bool = True) -> Self:
@@ -211,8 +228,10 @@ class Sandbox(abc.ABC):
         try:
             transport = await self._open()
             if not self.agent_injected:  # else the backend already streamed it in elsewhere
-                await transport.write(b"".join(agent_payload()))
-            self._rpc = RpcClient(transport, name=self.name, diagnose=self._diagnose)
+                await transport.write(b"".join(self.agent_payload()))
+            self._rpc = RpcClient(
+                transport, name=self.name, diagnose=self._diagnose, limits=self.limits
+            )
             self._rpc.start()
             remaining = max(1.0, self.startup_timeout - (loop.time() - t0))
             try:
@@ -451,13 +470,38 @@ class Sandbox(abc.ABC):
         return await self.upload_tar(_tar_stream(src_path), dest)
 
     async def download_tar(
-        self, paths: Sequence[str], *, base: str = "/", compress: bool = False
+        self,
+        paths: Sequence[str],
+        *,
+        base: str = "/",
+        compress: bool = False,
+        max_bytes: int | None = None,
     ) -> AsyncIterator[bytes]:
-        """Stream a tar of ``paths`` (relative to ``base``) out of the sandbox."""
+        """Stream a tar of ``paths`` (relative to ``base``) out of the sandbox.
+
+        More than ``max_bytes`` (default ``limits.max_download_bytes``) raises
+        :class:`DownloadTooLargeError` and stops the transfer.
+        """
+        cap = max_bytes or self.limits.max_download_bytes
         queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=64)
+        received = 0
 
         async def on_chunk(data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+            if received > cap:
+                if received - len(data) <= cap:  # said once; later chunks are dropped
+                    await queue.put(
+                        DownloadTooLargeError(
+                            f"download of {', '.join(paths)[:200]} from {self.describe()} "
+                            f"passed its cap of {human_size(cap)} (max_download_bytes); "
+                            "stopped"
+                        )
+                    )
+                return
             await queue.put(data)
+
+        rid = self.rpc.new_id()
 
         async def runner() -> None:
             try:
@@ -466,6 +510,7 @@ class Sandbox(abc.ABC):
                     {"paths": list(paths), "base": base, "compress": compress},
                     timeout=3600.0,
                     on_chunk=on_chunk,
+                    request_id=rid,
                 )
                 await queue.put(None)
             except BaseException as exc:  # delivered to the consumer below
@@ -483,6 +528,11 @@ class Sandbox(abc.ABC):
         finally:
             if not task.done():
                 task.cancel()
+                if not self.rpc.closed:  # stop the agent streaming what nobody reads
+                    try:
+                        await self.rpc.call("cancel", {"target": rid}, timeout=5.0)
+                    except AgenticRolloutError:
+                        pass
 
     async def download(self, path: str, dest: str | os.PathLike[str]) -> Path:
         """Copy a sandbox file or directory to host directory ``dest``; returns the local path."""
@@ -491,10 +541,24 @@ class Sandbox(abc.ABC):
         parent, name = os.path.split(path.rstrip("/")) if path != "/" else ("/", ".")
         reader, writer = os.pipe()
         loop = asyncio.get_running_loop()
+        cap = self.limits.max_download_bytes
 
         def extract() -> None:
+            claimed = 0
+
+            def bounded(member: tarfile.TarInfo, where: str) -> tarfile.TarInfo | None:
+                # a sparse or lying header can claim far more than was sent: count sizes too
+                nonlocal claimed
+                claimed += member.size
+                if claimed > cap:
+                    raise DownloadTooLargeError(
+                        f"download of {path} from {self.describe()}: its files claim more "
+                        f"than {human_size(cap)} (max_download_bytes; at {member.name!r})"
+                    )
+                return tarfile.data_filter(member, where)
+
             with os.fdopen(reader, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                tar.extractall(dest_path, filter="data")
+                tar.extractall(dest_path, filter=bounded)
 
         extractor = loop.run_in_executor(None, extract)
         out = os.fdopen(writer, "wb")
@@ -502,9 +566,12 @@ class Sandbox(abc.ABC):
             async for chunk in self.download_tar([name], base=parent or "/"):
                 await loop.run_in_executor(None, out.write, chunk)
         except BaseException:
-            # the remote error is the one to report, not the extractor's truncated-archive error
+            # the remote error is the one to report, not the extractor's truncated-archive
+            # error; but a cap the extractor hit is why the pipe broke
             out.close()
-            await asyncio.gather(extractor, return_exceptions=True)
+            (failure,) = await asyncio.gather(extractor, return_exceptions=True)
+            if isinstance(failure, DownloadTooLargeError):
+                raise failure from None
             raise
         out.close()
         await extractor

@@ -10,6 +10,12 @@ no network, no put_archive); wait for its ping. No ``docker exec`` is involved: 
 the orchestrator goes away, so the container stops even after a SIGKILL; ``gc.py`` removes it.
 The container is removed in ``close()``, which ``async with`` always calls.
 
+Disk: the writable layer is capped by ``disk`` (``storage_opt size``: btrfs, zfs, overlay2 on
+xfs with ``pquota``). On an engine that cannot enforce it, an explicit ``disk`` is a
+ConfigError naming the storage driver; the default warns once per daemon and runs unlimited.
+Logs: the ``local`` log driver with ``log_max_size``, so what the agent writes to its stdout
+and stderr can never fill the host's disk (``_diagnose`` still reads the tail).
+
 Each sandbox owns its own ``docker.APIClient``: a shared client's connection pool serialises
 hundreds of concurrent sandboxes and ties their lifetimes together.
 """
@@ -31,8 +37,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
-from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.base import Sandbox
 from orchestrator.sandbox.docker_http import DockerHTTP, DockerHTTPError, unix_socket_path
+from orchestrator.sandbox.rpc import RpcLimits
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,10 @@ LABEL_PID_START = f"{LABEL_PREFIX}.pid-start"
 
 _version_lock = threading.Lock()
 _api_versions: dict[str, str] = {}
+#: daemon URL -> storage driver that refused a disk limit (warned once, then not asked again)
+_disk_unsupported: dict[str, str] = {}
+#: Default size of a sandbox's writable layer (README, "Sandboxes").
+DEFAULT_DISK = "10g"
 
 
 @functools.cache  # a passwd lookup per sandbox config cost ~3 ms
@@ -127,6 +138,17 @@ class DockerSandboxConfig(BaseModel):
     tmp_size: str = Field("512m", description="size of the /tmp tmpfs when read_only")
     docker_host: str | None = Field(None, description="daemon URL; default DOCKER_HOST / socket")
     name_prefix: str = "agentic"
+    disk: str | None = Field(
+        DEFAULT_DISK,
+        description="size limit of the container's writable layer (storage_opt size); "
+        "None: unlimited. Set explicitly, an engine that cannot enforce it is a ConfigError",
+    )
+    log_max_size: str = Field(
+        "1m", description="most bytes dockerd keeps of the agent's stdout/stderr (local driver)"
+    )
+    limits: RpcLimits = Field(
+        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
+    )
 
     def build(self, **overrides: Any) -> DockerSandbox:
         cfg = self.model_copy(update=overrides) if overrides else self
@@ -147,18 +169,34 @@ def parse_memory(value: str) -> int:
     )
 
 
+def _storage_opt(container_config: dict[str, Any]) -> Any:
+    return container_config.get("HostConfig", {}).get("StorageOpt")
+
+
+def _storage_opt_refused(message: str, container_config: dict[str, Any]) -> bool:
+    """Whether a create error is the engine refusing the disk limit (overlay2 without xfs
+    pquota: "--storage-opt is supported only for overlay over xfs with 'pquota' mount
+    option"; other drivers: "... not supported" / "Storage Opt ... ")."""
+    text = message.lower()
+    return bool(_storage_opt(container_config)) and (
+        "storage-opt" in text or "storage opt" in text or "storageopt" in text
+    )
+
+
 class DockerSandbox(Sandbox):
     backend: ClassVar[str] = "docker"
 
     def __init__(self, config: DockerSandboxConfig) -> None:
         name = f"{config.name_prefix}-{config.run_id}-{uuid.uuid4().hex[:8]}"
-        super().__init__(name=name, startup_timeout=config.startup_timeout)
+        super().__init__(name=name, startup_timeout=config.startup_timeout, limits=config.limits)
         self.config = config
         self.container_id: str | None = None
         self._api: Any = None
         self._attach_sock: Any = None
         self._http: DockerHTTP | None = None
         self._memory = parse_memory(config.memory)
+        self._disk = parse_memory(config.disk) if config.disk else None
+        parse_memory(config.log_max_size)  # a typo fails here, not at create
         #: seconds spent in container create + start alone
         self.raw_start_seconds: float | None = None
 
@@ -181,7 +219,7 @@ class DockerSandbox(Sandbox):
     async def _open(self) -> Transport:
         try:
             sock = await asyncio.to_thread(self._create_and_attach)
-        except SandboxStartError:
+        except (SandboxStartError, ConfigError):
             raise
         except Exception as exc:  # requests/urllib3/socket errors: the daemon is not answering
             host = self.config.docker_host or "the local Docker socket"
@@ -207,7 +245,44 @@ class DockerSandbox(Sandbox):
             read_only=cfg.read_only,
             tmpfs=self._tmpfs() or None,
             mounts=self._mounts(),
+            storage_opt=self._storage_opt(),
+            log_config={
+                "Type": "local",
+                "Config": {"max-size": cfg.log_max_size, "max-file": "1", "compress": "false"},
+            },
         )
+
+    def _storage_opt(self) -> dict[str, str] | None:
+        if self._disk is None or daemon_url(self.config.docker_host) in _disk_unsupported:
+            return None
+        return {"size": str(self._disk)}
+
+    def _disk_refused(self, api: Any, detail: str) -> None:
+        """The engine cannot enforce ``disk``: an explicit limit is a configuration error; the
+        default warns once per daemon (the sandbox runs without a disk limit)."""
+        try:
+            driver = str(api.info().get("Driver", "unknown"))
+        except Exception:
+            driver = "unknown"
+        if "disk" in self.config.model_fields_set:
+            raise ConfigError(
+                f"disk={self.config.disk!r} cannot be enforced: the Docker engine's storage "
+                f"driver {driver!r} refuses a size limit ({detail}); use btrfs, zfs or "
+                "overlay2 on xfs with pquota (scripts/setup.sh), or set disk: null"
+            )
+        url = daemon_url(self.config.docker_host)
+        with _version_lock:
+            first = url not in _disk_unsupported
+            _disk_unsupported[url] = driver
+        if first:
+            log.warning(
+                "Docker storage driver %r cannot limit a container's disk (%s): sandboxes on "
+                "%s run WITHOUT the default %s disk limit; a command can fill the host's disk",
+                driver,
+                detail,
+                url,
+                DEFAULT_DISK,
+            )
 
     def _tmpfs(self) -> dict[str, str]:
         tmpfs = dict(self.config.tmpfs)
@@ -231,7 +306,7 @@ class DockerSandbox(Sandbox):
         host_config = self.host_config(api)
         container_config = api.create_container_config(
             image=cfg.image,
-            command=agent_command(cfg.python),
+            command=self.agent_argv(cfg.python),
             user=cfg.user or "",
             working_dir=cfg.workdir,
             environment=cfg.env or None,
@@ -246,7 +321,18 @@ class DockerSandbox(Sandbox):
             return self._create_and_attach_http(path, api.api_version, container_config)
         t0 = time.perf_counter()
         try:
-            self.container_id = api.create_container_from_config(container_config, self.name)["Id"]
+            try:
+                self.container_id = api.create_container_from_config(container_config, self.name)[
+                    "Id"
+                ]
+            except docker.errors.APIError as exc:
+                if not _storage_opt_refused(str(exc.explanation or exc), container_config):
+                    raise
+                self._disk_refused(api, str(exc.explanation or exc))
+                del container_config["HostConfig"]["StorageOpt"]
+                self.container_id = api.create_container_from_config(container_config, self.name)[
+                    "Id"
+                ]
         except docker.errors.ImageNotFound as exc:
             raise SandboxStartError(self._image_missing(exc.explanation)) from exc
         except docker.errors.APIError as exc:
@@ -271,7 +357,14 @@ class DockerSandbox(Sandbox):
         self._http = http = DockerHTTP(path, version)
         t0 = time.perf_counter()
         try:
-            self.container_id = http.create(container_config, self.name)
+            try:
+                self.container_id = http.create(container_config, self.name)
+            except DockerHTTPError as exc:
+                if not _storage_opt_refused(exc.message, container_config):
+                    raise
+                self._disk_refused(self._api, exc.message)
+                del container_config["HostConfig"]["StorageOpt"]
+                self.container_id = http.create(container_config, self.name)
         except DockerHTTPError as exc:
             if exc.status == 404 and "image" in exc.message.lower():
                 raise SandboxStartError(self._image_missing(exc.message)) from exc

@@ -17,7 +17,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.exceptions import SandboxStartError
-from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.rpc import RpcLimits
 from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class LocalSandboxConfig(BaseModel):
     workdir: str | None = Field(None, description="run here instead of a fresh temp dir (kept)")
     env: dict[str, str] = Field(default_factory=dict)
     startup_timeout: float = Field(30.0, gt=0)
+    limits: RpcLimits = Field(
+        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
+    )
 
     def build(self, **overrides: Any) -> LocalSandbox:
         return LocalSandbox(self.model_copy(update=overrides) if overrides else self)
@@ -43,7 +47,9 @@ class LocalSandbox(Sandbox):
 
     def __init__(self, config: LocalSandboxConfig) -> None:
         super().__init__(
-            name=f"local-{uuid.uuid4().hex[:8]}", startup_timeout=config.startup_timeout
+            name=f"local-{uuid.uuid4().hex[:8]}",
+            startup_timeout=config.startup_timeout,
+            limits=config.limits,
         )
         self.config = config
         self.workdir: str | None = None
@@ -63,7 +69,7 @@ class LocalSandbox(Sandbox):
         env = {**self._base_env(), **self.config.env}
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *agent_command(self.config.python),
+                *self.agent_argv(self.config.python),
                 cwd=self.workdir,
                 env=env,
                 stdin=asyncio.subprocess.PIPE,

@@ -6,12 +6,22 @@ Steps (as the SWE-bench harness): apply the model patch (``git apply``, then
 log, grade. Every failure (patch does not apply, test patch does not apply, tests hang, unknown
 log format) is a report with ``resolved: false`` and a reason, never an exception; only a
 sandbox that cannot start (missing image) raises, with the image named.
+
+Reward tampering: the policy is optimised against this grader. A patch that touches test
+infrastructure (conftest.py, pytest/tox/setup.cfg/pyproject test settings, sitecustomize,
+``*.pth``, the task's own test files) is listed in ``EvalResult.tampering`` (and the trajectory's
+``reward_details``); ``strict`` grading refuses such a patch without running anything. Grading
+in a fresh sandbox is the default; grading in the rollout's own sandbox trusts the policy
+(whatever it changed outside the patch, e.g. site-packages, counts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import posixpath
+import re
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -30,7 +40,7 @@ from orchestrator.swe.grading import (
     parse_log,
     resolved,
 )
-from orchestrator.swe.task import SWETask
+from orchestrator.swe.task import SWETask, patch_files
 
 APPLY_COMMANDS = (
     "git apply --verbose {p}",
@@ -38,6 +48,53 @@ APPLY_COMMANDS = (
     "patch --batch --fuzz=5 -p1 -i {p}",
 )
 EVAL_DIR = "/tmp/agentic_eval"
+
+#: files that configure or run the tests whatever their directory
+_TEST_INFRA_NAMES = {
+    "conftest.py": "pytest conftest (fixtures and hooks run by the tests)",
+    "pytest.ini": "pytest settings",
+    "tox.ini": "tox/pytest settings",
+    "sitecustomize.py": "runs in every Python process",
+    "usercustomize.py": "runs in every Python process",
+    "noxfile.py": "test runner settings",
+}
+#: a hunk of setup.cfg / pyproject.toml that changes test settings mentions one of these
+_TEST_SETTINGS = re.compile(
+    r"pytest|addopts|testpaths|python_files|python_functions|python_classes|tox|"
+    r"filterwarnings|norecursedirs|rootdir|confcutdir|\[tool\.coverage|\[coverage",
+    re.IGNORECASE,
+)
+_DIFF_HEADER = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
+
+
+def tampered_paths(patch: str | None, test_files: Sequence[str] = ()) -> list[str]:
+    """Each path of ``patch`` that touches test infrastructure, as ``"path: why"``."""
+    if not patch:
+        return []
+    found: dict[str, str] = {}
+    for path in patch_files(patch):
+        name = posixpath.basename(path)
+        if path in test_files:
+            found[path] = "one of the task's test files (reset before grading)"
+        elif name in _TEST_INFRA_NAMES:
+            found[path] = _TEST_INFRA_NAMES[name]
+        elif name.endswith(".pth"):
+            found[path] = ".pth file (runs at interpreter start-up)"
+    current: str | None = None
+    for line in patch.splitlines():  # setup.cfg / pyproject.toml: only their test settings
+        header = _DIFF_HEADER.match(line)
+        if header:
+            current = header.group(2)
+            continue
+        if (
+            current is not None
+            and posixpath.basename(current) in ("setup.cfg", "pyproject.toml")
+            and line[:1] in ("+", "-", "@")
+            and not line.startswith(("+++", "---"))
+            and _TEST_SETTINGS.search(line)
+        ):
+            found.setdefault(current, "test settings in " + posixpath.basename(current))
+    return [f"{path}: {why}" for path, why in found.items()]
 
 
 class EvalResult(BaseModel):
@@ -51,6 +108,10 @@ class EvalResult(BaseModel):
     pass_to_pass: float = 0.0
     #: name of the sandbox the tests ran in
     sandbox: str | None = None
+    #: paths of the patch that touch test infrastructure, "path: why"
+    tampering: list[str] = Field(default_factory=list)
+    #: "fresh sandbox" (default) or "rollout sandbox (trusts the policy)"
+    graded_in: str = "fresh sandbox"
     log: str = Field(default="", repr=False)
 
     @property
@@ -65,20 +126,37 @@ async def evaluate(
     sandbox: dict[str, Any] | None = None,
     use_sandbox: Sandbox | None = None,
     run_tests_without_patch: bool = False,
+    strict: bool = False,
 ) -> EvalResult:
     """Grade ``model_patch`` in a fresh sandbox of the task image, or in ``use_sandbox``: the
     rollout's own sandbox, whose workdir already holds the agent's edits, so the patch is not
-    applied again (it is graded in place).
+    applied again (it is graded in place, trusting whatever else the policy changed there).
 
     ``run_tests_without_patch`` runs the tests even for an empty patch (``swe validate``).
+    ``strict`` refuses a patch that touches test infrastructure (see
+    :func:`tampered_paths`) without running the tests; otherwise such paths are
+    only reported.
     """
     report = empty_report(task.instance_id, model_patch)
+    tampering = tampered_paths(model_patch, task.test_files)
+    graded_in = "fresh sandbox" if use_sandbox is None else "rollout sandbox (trusts the policy)"
     if not model_patch and not run_tests_without_patch:
         return EvalResult(
             instance_id=task.instance_id, report=report, reason="empty patch: nothing to evaluate"
         )
+    if strict and tampering:
+        return EvalResult(
+            instance_id=task.instance_id,
+            report=report,
+            tampering=tampering,
+            graded_in=graded_in,
+            reason="strict grading refused the patch: it touches test infrastructure ("
+            + "; ".join(tampering)
+            + ")",
+        )
     if use_sandbox is not None:
-        return await _evaluate_in(use_sandbox, task, model_patch, report, in_place=True)
+        result = await _evaluate_in(use_sandbox, task, model_patch, report, in_place=True)
+        return result.model_copy(update={"tampering": tampering, "graded_in": graded_in})
     values = {
         "type": "docker",
         **(sandbox or {}),
@@ -86,7 +164,8 @@ async def evaluate(
         "workdir": task.workdir,
     }
     async with sandbox_config(values).build() as sb:
-        return await _evaluate_in(sb, task, model_patch, report)
+        result = await _evaluate_in(sb, task, model_patch, report)
+    return result.model_copy(update={"tampering": tampering})
 
 
 async def _evaluate_in(
@@ -194,6 +273,7 @@ async def evaluate_many(
     sandbox: dict[str, Any] | None = None,
     concurrency: int = 4,
     run_tests_without_patch: bool = False,
+    strict: bool = False,
 ) -> list[EvalResult]:
     """Evaluate several (task, patch) pairs concurrently; a sandbox failure is a result too."""
     semaphore = asyncio.Semaphore(concurrency)
@@ -202,7 +282,11 @@ async def evaluate_many(
         async with semaphore:
             try:
                 return await evaluate(
-                    task, patch, sandbox=sandbox, run_tests_without_patch=run_tests_without_patch
+                    task,
+                    patch,
+                    sandbox=sandbox,
+                    run_tests_without_patch=run_tests_without_patch,
+                    strict=strict,
                 )
             except Exception as exc:  # e.g. the image is missing: reported, others go on
                 return EvalResult(

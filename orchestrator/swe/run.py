@@ -41,30 +41,43 @@ def _record(traj: Trajectory, result: EvalResult) -> float:
         "reason": result.reason,
         "report": result.report,
         "eval_sandbox": result.sandbox,
+        "graded_in": result.graded_in,
+        "test_infrastructure_touched": result.tampering,
     }
     return result.reward
 
 
-def make_swe_reward(sandbox: dict[str, Any]) -> Any:
+def make_swe_reward(sandbox: dict[str, Any], *, strict: bool = False) -> Any:
     """An async reward: evaluate the trajectory's patch in a fresh sandbox of the task's image
-    (or keep the result of an evaluation already done in the rollout's own sandbox)."""
+    (or keep the result of an evaluation already done in the rollout's own sandbox).
+    ``strict``: a patch touching test infrastructure gets 0 without running the tests."""
 
     async def reward(task: Task, traj: Trajectory) -> float:
         if "resolved" in traj.reward_details:
             return 1.0 if traj.reward_details["resolved"] else 0.0
         swe = SWETask.from_row(task.metadata["swe"])
-        return _record(traj, await evaluate(swe, traj.metadata.get("patch"), sandbox=sandbox))
+        return _record(
+            traj, await evaluate(swe, traj.metadata.get("patch"), sandbox=sandbox, strict=strict)
+        )
 
     return reward
 
 
-async def _evaluate_in_rollout_sandbox(
-    task: Task, traj: Trajectory, sandbox: Sandbox | None
-) -> None:
-    if sandbox is None or sandbox.rpc.closed:
-        return  # the reward falls back to a fresh sandbox
-    swe = SWETask.from_row(task.metadata["swe"])
-    _record(traj, await evaluate(swe, traj.metadata.get("patch"), use_sandbox=sandbox))
+def _in_rollout_sandbox(strict: bool) -> Any:
+    async def after_agent(task: Task, traj: Trajectory, sandbox: Sandbox | None) -> None:
+        if sandbox is None or sandbox.rpc.closed:
+            return  # the reward falls back to a fresh sandbox
+        swe = SWETask.from_row(task.metadata["swe"])
+        _record(
+            traj,
+            await evaluate(swe, traj.metadata.get("patch"), use_sandbox=sandbox, strict=strict),
+        )
+
+    return after_agent
+
+
+#: the default (non-strict) hook, as VERL's loop uses it
+_evaluate_in_rollout_sandbox = _in_rollout_sandbox(False)
 
 
 async def run_swe(
@@ -73,17 +86,21 @@ async def run_swe(
     *,
     llm_client: LLMClient | None = None,
     eval_in_rollout_sandbox: bool = False,
+    strict_grading: bool = False,
 ) -> RunSummary:
     """Rollouts graded in a fresh sandbox of each task's image (default), or in the rollout's
     own sandbox (no second container; the agent's edits are graded in place, so whatever else
-    it changed in that environment counts too)."""
+    it changed in that environment counts too: this trusts the policy).
+
+    Patches touching test infrastructure are reported in ``reward_details``
+    (``test_infrastructure_touched``); ``strict_grading`` gives them reward 0 untested."""
     sandbox = {k: v for k, v in config.sandbox.items() if k not in ("image", "workdir")}
     rollout = AgenticRollout(
         swe_config(config),
         llm_client=llm_client,
-        reward_fn=make_swe_reward(sandbox),
+        reward_fn=make_swe_reward(sandbox, strict=strict_grading),
         reward_all=True,
-        after_agent=_evaluate_in_rollout_sandbox if eval_in_rollout_sandbox else None,
+        after_agent=_in_rollout_sandbox(strict_grading) if eval_in_rollout_sandbox else None,
     )
     return await rollout.run([t.to_task() for t in tasks])
 
@@ -124,13 +141,14 @@ async def eval_predictions(
     *,
     sandbox: dict[str, Any],
     concurrency: int = 4,
+    strict: bool = False,
 ) -> list[EvalResult]:
     pairs = [
         (t, predictions[t.instance_id].get("model_patch"))
         for t in tasks
         if t.instance_id in predictions
     ]
-    return await evaluate_many(pairs, sandbox=sandbox, concurrency=concurrency)
+    return await evaluate_many(pairs, sandbox=sandbox, concurrency=concurrency, strict=strict)
 
 
 async def validate(
