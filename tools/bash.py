@@ -158,10 +158,7 @@ class BashExecutorTool(AgenticBaseTool):
         timeout = float(args.get("timeout") or cfg.timeout)
         note = ""
         if timeout > cfg.max_timeout:
-            note = (
-                f"[timeout {timeout:g}s is above this tool's limit of {cfg.max_timeout:g}s "
-                f"(max_timeout); the command ran with {cfg.max_timeout:g}s]\n"
-            )
+            note = f"[timeout {timeout:g}s exceeds the maximum; using {cfg.max_timeout:g}s]\n"
             timeout = cfg.max_timeout
         sandbox = ctx.require_sandbox()
         result = await sandbox.run(

@@ -426,7 +426,8 @@ class DockerSandbox(Sandbox):
 
     def _logs_tail(self) -> str:
         try:
-            raw = self._api.logs(self.container_id, stdout=True, stderr=True, tail=5)
+            # stderr only: stdout is the RPC stream, whose frames say nothing about a death
+            raw = self._api.logs(self.container_id, stdout=False, stderr=True, tail=5)
         except Exception:
             return ""
         return str(raw.decode("utf-8", "replace")).strip()[-500:]

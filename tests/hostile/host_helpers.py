@@ -145,6 +145,9 @@ class PeakRss:
     def growth(self) -> int:
         return self.peak - self.start
 
+    def __str__(self) -> str:
+        return f"peak {mib(self.peak)} (start {mib(self.start)}, growth {mib(self.growth)})"
+
 
 async def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout

@@ -16,13 +16,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from orchestrator.exceptions import SandboxConnectionError, SandboxProtocolError
 from orchestrator.sandbox.docker import DockerSandbox
 from tests.conftest import docker_config
-from tests.hostile.host_helpers import PeakRss, compromised, mib, wait_for
+from tests.hostile.host_helpers import PeakRss, compromised, wait_for
 
-pytestmark = pytest.mark.docker
+# one event loop for the module: the bystander is one sandbox living through every attack,
+# as another trajectory of the same orchestrator would
+pytestmark = [pytest.mark.docker, pytest.mark.asyncio(loop_scope="module")]
 
 #: Stated bound on the host's RSS growth under each attack with the default limits: the
 #: 64 MiB frame limit, plus one join of a partial frame and the transport's buffers.
@@ -32,15 +35,15 @@ RSS_BOUND = 256 << 20
 BYSTANDER_FACTOR = 1 / 8
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def evil() -> AsyncIterator[DockerSandbox]:
-    async with compromised(docker_config().build()) as sb:
+    async with compromised(docker_config(startup_timeout=300).build()) as sb:
         yield sb  # type: ignore[misc]
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def bystander() -> AsyncIterator[DockerSandbox]:
-    async with docker_config().build() as sb:
+    async with docker_config(startup_timeout=300).build() as sb:
         yield sb
 
 
@@ -66,7 +69,7 @@ async def still_serves(sb: DockerSandbox) -> None:
 async def test_host_line_without_newline_1gib(evil: DockerSandbox, bystander: Any) -> None:
     async with PeakRss() as rss:
         err = await attack(evil, "head -c 1073741824 /dev/zero | tr '\\0' x > .agent-out")
-    print(f"  peak host RSS growth, 1 GiB without a newline: {mib(rss.growth)}")
+    print(f"  host RSS, 1 GiB without a newline: {rss}")
     assert "sent more than 64.0 MiB without a newline" in str(err)
     assert "limit 64.0 MiB (max_frame_bytes)" in str(err) and err.limit == "max_frame_bytes"
     assert rss.growth < RSS_BOUND
@@ -81,7 +84,7 @@ async def test_host_five_200mb_error_frames(evil: DockerSandbox, bystander: Any)
     )
     async with PeakRss() as rss:
         err = await attack(evil, frames)
-    print(f"  peak host RSS growth, 5 x 200 MB error frames: {mib(rss.growth)}")
+    print(f"  host RSS, 5 x 200 MB error frames: {rss}")
     assert "without a newline" in str(err) and err.limit == "max_frame_bytes"
     assert rss.growth < RSS_BOUND
     await still_serves(bystander)
@@ -98,7 +101,7 @@ async def test_host_error_frames_under_the_frame_limit_are_kept_clipped(
     async with PeakRss() as rss:
         await evil.run(frames, timeout=60)
         await wait_for(lambda: evil.rpc.unsolicited_count == 5)
-    print(f"  peak host RSS growth, 5 x 20 MB error frames: {mib(rss.growth)}")
+    print(f"  host RSS, 5 x 20 MB error frames: {rss}")
     kept = list(evil.rpc.unsolicited)
     assert len(kept) == 5 and all(len(e.message) < 600 for e in kept)
     assert kept[0].message.startswith("yyyy") and "more characters]" in kept[0].message
@@ -118,17 +121,19 @@ async def test_host_unsolicited_flood_closes_at_the_limit(evil: DockerSandbox) -
 async def test_host_junk_frame_flood(evil: DockerSandbox, bystander: Any) -> None:
     async with PeakRss() as rss:
         err = await attack(evil, "yes '{\"junk\":1}' | head -n 2200000 > .agent-out")
-    print(f"  peak host RSS growth, 2.2M junk frames: {mib(rss.growth)}")
+    print(f"  host RSS, 2.2M junk frames: {rss}")
     assert "sent a frame without a valid id: b'{\"junk\":1}'" in str(err)
     assert rss.growth < RSS_BOUND
     await still_serves(bystander)
 
 
 async def _rate(sb: DockerSandbox, seconds: float) -> float:
+    """Round trips per second through the orchestrator's event loop and dockerd (pings: a
+    command would measure the shared CPUs of this machine rather than the reader)."""
     calls = 0
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
-        await sb.run("true")
+        await sb.ping()
         calls += 1
     return calls / (time.monotonic() - t0)
 
@@ -136,9 +141,9 @@ async def _rate(sb: DockerSandbox, seconds: float) -> float:
 async def test_host_bystander_keeps_pace_while_another_sandbox_floods(bystander: Any) -> None:
     """A flood the protocol allows (error frames without an id, the count limit lifted for
     this sandbox) can only slow the flooder: its reader keeps to its CPU share."""
-    flood_cfg = docker_config(limits={"max_unsolicited_frames": 10**9})
+    flood_cfg = docker_config(startup_timeout=300, limits={"max_unsolicited_frames": 10**9})
     async with compromised(flood_cfg.build()) as flooder:
-        idle = await _rate(bystander, 3.0)
+        idle = await _rate(bystander, 5.0)
         async with PeakRss() as rss:
             await flooder.run(
                 'nohup python3 -c "import sys; b = b\'{\\"id\\":null,\\"error\\":{}}\\n\' '
@@ -147,19 +152,21 @@ async def test_host_bystander_keeps_pace_while_another_sandbox_floods(bystander:
             rpc = flooder.rpc
             await wait_for(lambda: rpc.unsolicited_count > 100_000)
             n0, cpu0, t0 = rpc.unsolicited_count, rpc.reader_cpu_seconds, time.monotonic()
-            during = await _rate(bystander, 3.0)
+            during = await _rate(bystander, 5.0)
             frames = rpc.unsolicited_count - n0
             share = (rpc.reader_cpu_seconds - cpu0) / (time.monotonic() - t0)
         print(
-            f"\n  bystander session.run calls/s: idle {idle:.0f}, during flood {during:.0f} "
-            f"({during / idle:.2f}x); flooder: {frames / 3:.0f} frames/s, reader CPU share "
+            f"\n  bystander pings/s: idle {idle:.0f}, during flood {during:.0f} "
+            f"({during / idle:.2f}x); flooder: {frames / 5:.0f} frames/s, reader CPU share "
             f"{share:.2f}, paused {rpc.reader_paused_seconds:.1f}s; "
-            f"peak RSS growth {mib(rss.growth)}"
+            f"host RSS {rss}"
         )
         assert rpc.reader_paused_seconds > 0  # the budget held the flooder back
         assert during >= idle * BYSTANDER_FACTOR
         assert rss.growth < RSS_BOUND
-        await flooder.ping()  # a flood within the protocol is slowed, not fatal
+        # a flood within the protocol is slowed, not fatal (its own replies now queue behind
+        # its flood: that is the flooder's problem)
+        assert not rpc.closed
 
 
 async def test_host_unknown_request_id(evil: DockerSandbox, bystander: Any) -> None:
