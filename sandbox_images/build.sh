@@ -38,6 +38,9 @@ else
   debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$(mirror)" >/tmp/agentic-debootstrap.log 2>&1 \
     || { tail -n 30 /tmp/agentic-debootstrap.log; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+  # mktemp -d made the rootfs 0700: the tar's "./" entry carries that mode, and btrfs (unlike
+  # overlay2) gives it to the container's "/" - a non-root user could then exec nothing
+  chmod 0755 "$root"
   tar -C "$root" -c . | docker import -c 'CMD ["/bin/bash"]' - "$base_tag" >/dev/null
   rm -rf "$root"; trap - EXIT
 fi

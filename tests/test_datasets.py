@@ -90,7 +90,7 @@ async def test_run_from_parquet_with_answer_reward(tmp_path: Path) -> None:
     config = AgenticRolloutConfig(
         agent_type="tool", sandbox={"type": "none"}, save_trajectories=False
     )
-    llm = ScriptedLLM([tool_call("calculator", {"expression": "2+2"}), "It is 4."])
+    llm = ScriptedLLM([tool_call("calculator", {"expression": "2+2"}), "4"])
     summary = await AgenticRollout(config, llm_client=llm).run(tasks)
     assert summary.trajectories[0].reward == 1.0
 

@@ -223,11 +223,13 @@ async def test_background_fork_bomb_hits_pids_limit_and_agent_survives() -> None
         assert (await sandbox.run("echo alive")).output == "alive\n"
 
 
-async def test_foreground_fork_bomb_times_out_and_session_recovers() -> None:
+async def test_foreground_fork_bomb_is_stopped_and_session_recovers() -> None:
+    """The agent's pids watchdog ends the bomb with a note (or, failing that, the timeout
+    does); either way the agent survives and the session is clean afterwards."""
     async with docker_config(pids_limit=128).build() as sandbox:
         before = (await sandbox.info())["pid"]
-        r = await sandbox.run("bomb() { bomb | bomb; }; bomb", timeout=3)
-        assert r.timed_out
+        r = await sandbox.run("bomb() { bomb | bomb; }; bomb", timeout=30)
+        assert r.timed_out or (r.note is not None and "pids limit reached" in r.note), r
         assert (await sandbox.info())["pid"] == before
         assert (await sandbox.run("echo alive")).output == "alive\n"
         assert await _process_count(sandbox, below=20) < 20

@@ -27,7 +27,7 @@ async def _run(folder: Path) -> Path:
     )
     llm = ScriptedLLM.by_prompt(
         {
-            "multiply": [tool_call("calculator", {"expression": "6*7"}), "It is 42."],
+            "multiply": [tool_call("calculator", {"expression": "6*7"}), "42."],
             "files": [
                 tool_call("bash", {"command": "echo one; echo two"}, call_id="c1"),
                 tool_call("calculator", {"expression": "1+1"}, call_id="c2"),

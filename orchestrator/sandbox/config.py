@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from orchestrator.exceptions import ConfigError
+from orchestrator.sandbox.agent_sandbox import AgentSandboxConfig
 from orchestrator.sandbox.docker import DockerSandboxConfig
 from orchestrator.sandbox.kodo import KodoSandboxConfig
 from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
@@ -37,6 +38,7 @@ SandboxSettings = Annotated[
     | LocalSandboxConfig
     | KubernetesSandboxConfig
     | KodoSandboxConfig
+    | AgentSandboxConfig
     | NoSandboxConfig,
     Field(discriminator="type"),
 ]
@@ -56,7 +58,7 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = 
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         # a discriminated union puts the chosen tag first in loc: drop it
-        if loc and loc[0] in ("docker", "local", "kubernetes", "kodo", "none"):
+        if loc and loc[0] in _BY_TYPE:
             loc = loc[1:]
         key = ".".join(loc)
         if err["type"] == "extra_forbidden" and loc:
@@ -88,6 +90,7 @@ _BY_TYPE: dict[str, type[BaseModel]] = {
     "local": LocalSandboxConfig,
     "kubernetes": KubernetesSandboxConfig,
     "kodo": KodoSandboxConfig,
+    "agent-sandbox": AgentSandboxConfig,
     "none": NoSandboxConfig,
 }
 
