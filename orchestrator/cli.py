@@ -661,7 +661,11 @@ def _cmd_swe(args: argparse.Namespace) -> int:
                 print(f"no prediction for {task.instance_id}", file=sys.stderr)
         results = run_async(
             swe.eval_predictions(
-                tasks, predictions, sandbox=_swe_sandbox(args), concurrency=args.concurrency
+                tasks,
+                predictions,
+                sandbox=_swe_sandbox(args),
+                concurrency=args.concurrency,
+                strict=args.strict_grading,
             )
         )
         if args.output:
@@ -671,7 +675,12 @@ def _cmd_swe(args: argparse.Namespace) -> int:
     config = _rollout_config(args)
     _serve_metrics(args)
     summary = run_async(
-        swe.run_swe(tasks, config, eval_in_rollout_sandbox=args.eval_in_rollout_sandbox)
+        swe.run_swe(
+            tasks,
+            config,
+            eval_in_rollout_sandbox=args.eval_in_rollout_sandbox,
+            strict_grading=args.strict_grading,
+        )
     )
     out_dir = (config.trajectory_file or Path(".")).parent
     with (out_dir / "predictions.jsonl").open("a", encoding="utf-8") as f:
@@ -848,6 +857,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="harness sanity check: the gold patch must resolve, the empty patch must not",
     )
     swe_validate.add_argument("tasks")
+    for p in (swe_run, swe_eval):
+        p.add_argument(
+            "--strict-grading",
+            action="store_true",
+            help="a patch touching test infrastructure (conftest.py, pytest/tox/setup.cfg "
+            "settings, sitecustomize, *.pth, the task's test files) gets reward 0 unrun; "
+            "without it such patches are graded and named in reward_details",
+        )
     for p in (swe_run, swe_eval, swe_validate):
         p.add_argument("--docker-host", help="daemon URL for evaluation sandboxes")
         if p is not swe_run:

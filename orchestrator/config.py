@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.exceptions import ConfigError
 from orchestrator.llm import RetryPolicy
+from orchestrator.trajectory import Outcome
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -186,16 +187,8 @@ class AgenticRolloutConfig(BaseModel):
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
-#: every outcome name, for retry_outcomes
-OUTCOME_NAMES = (
-    "completed",
-    "max_steps",
-    "truncated",
-    "format_error",
-    "timeout",
-    "task_error",
-    "infra_error",
-)
+#: every outcome name, for retry_outcomes (the values of trajectory.Outcome)
+OUTCOME_NAMES = tuple(o.value for o in Outcome)
 _RETRY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "infra": ("infra_error",),
     "none": (),

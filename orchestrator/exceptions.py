@@ -254,9 +254,10 @@ class NotARegularFileError(RemoteError, OSError):
     """A file read or append hit a FIFO, socket or device: refused instead of blocking."""
 
 
-class ArchiveTooLargeError(RemoteError):
-    """A download was refused: a sparse file (its holes would cross as zeros) or more bytes
-    than the request's ``max_bytes``."""
+class ArchiveTooLargeError(RemoteError, DownloadTooLargeError):
+    """A download was refused by the agent at the source: a sparse file (its holes would
+    cross as zeros) or more bytes than the request's ``max_bytes`` (the host passes its
+    ``max_download_bytes``). A :class:`DownloadTooLargeError`, like the host's own stop."""
 
 
 class RemoteInternalError(RemoteError):

@@ -172,7 +172,31 @@ def _sampling_args(sampling: dict[str, Any], allowed: tuple[str, ...]) -> dict[s
 # ---- OpenAI
 
 
-class OpenAIClient:
+class _EndpointCheck:
+    """``check()`` for the SDK clients: the preflight's one cheap request."""
+
+    model: str
+
+    @property
+    def base_url(self) -> str:
+        raise NotImplementedError
+
+    async def generate(self, messages: list[dict[str, Any]], **kwargs: Any) -> LLMResponse:
+        raise NotImplementedError
+
+    async def check(self) -> None:
+        """One cheap request (one token); an LLMError naming the URL and model if it fails."""
+        try:
+            await self.generate([{"role": "user", "content": "ping"}], max_tokens=1)
+        except LLMError as exc:
+            raise type(exc)(
+                f"LLM endpoint {self.base_url} (model {self.model!r}) did not answer a "
+                f"one-token request: {exc}",
+                status=exc.status,
+            ) from exc
+
+
+class OpenAIClient(_EndpointCheck):
     """Chat completions through the OpenAI SDK (SDK retries off: we retry, and record it)."""
 
     supports_tools = True
@@ -203,17 +227,6 @@ class OpenAIClient:
     @property
     def base_url(self) -> str:
         return str(getattr(self._client, "base_url", "") or "")
-
-    async def check(self) -> None:
-        """One cheap request (one token); an LLMError naming the URL and model if it fails."""
-        try:
-            await self.generate([{"role": "user", "content": "ping"}], max_tokens=1)
-        except LLMError as exc:
-            raise type(exc)(
-                f"LLM endpoint {self.base_url} (model {self.model!r}) did not answer a "
-                f"one-token request: {exc}",
-                status=exc.status,
-            ) from exc
 
     async def generate(
         self,
@@ -318,7 +331,7 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[
     return ("\n\n".join(system) or None), out
 
 
-class AnthropicClient:
+class AnthropicClient(_EndpointCheck):
     """Messages through the Anthropic SDK (SDK retries off: we retry, and record it)."""
 
     supports_tools = True
@@ -362,17 +375,6 @@ class AnthropicClient:
             any_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
             self._keywords = None if any_kw else frozenset(params)
         return self._keywords
-
-    async def check(self) -> None:
-        """One cheap request (one token); an LLMError naming the URL and model if it fails."""
-        try:
-            await self.generate([{"role": "user", "content": "ping"}], max_tokens=1)
-        except LLMError as exc:
-            raise type(exc)(
-                f"LLM endpoint {self.base_url} (model {self.model!r}) did not answer a "
-                f"one-token request: {exc}",
-                status=exc.status,
-            ) from exc
 
     async def generate(
         self,

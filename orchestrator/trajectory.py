@@ -44,8 +44,11 @@ class Outcome(str, Enum):
 
     The policy outcomes (``completed``, ``max_steps``, ``truncated``, ``format_error``,
     ``timeout``) are what the model did: final, a rerun keeps them. ``task_error`` is the task's
-    own fault (its setup command failed): final too unless asked. ``infra_error`` is ours or the
-    world's (image missing, sandbox died, LLM unreachable, a bug): a rerun retries it.
+    own fault (its setup command failed): final too unless asked. ``sandbox_violation``: the
+    sandbox broke a host-side bound (a frame or line over the limit, a flood, a forged reply, a
+    download over its cap) - what the policy's commands did, so final: a rerun of a hostile
+    trajectory would only do it again. ``infra_error`` is ours or the world's (image missing,
+    sandbox died, LLM unreachable, a bug): a rerun retries it.
     """
 
     COMPLETED = "completed"
@@ -54,6 +57,7 @@ class Outcome(str, Enum):
     FORMAT_ERROR = "format_error"
     TIMEOUT = "timeout"
     TASK_ERROR = "task_error"
+    SANDBOX_VIOLATION = "sandbox_violation"
     INFRA_ERROR = "infra_error"
 
 
@@ -224,6 +228,9 @@ class Trajectory(BaseModel):
 #: error types that are the task's own fault: retrying the same task cannot help
 _TASK_ERRORS = frozenset({"TaskError"})
 _POLICY_ERRORS = frozenset({"FormatError"})
+#: the sandbox broke a host-side bound (orchestrator.exceptions: SandboxProtocolError,
+#: DownloadTooLargeError)
+_VIOLATION_ERRORS = frozenset({"SandboxProtocolError", "DownloadTooLargeError"})
 
 
 def infer_outcome(trajectory: Trajectory) -> Outcome:
@@ -244,6 +251,8 @@ def infer_outcome(trajectory: Trajectory) -> Outcome:
         return Outcome.FORMAT_ERROR
     if last in _TASK_ERRORS:
         return Outcome.TASK_ERROR
+    if last in _VIOLATION_ERRORS:
+        return Outcome.SANDBOX_VIOLATION
     return Outcome.INFRA_ERROR
 
 

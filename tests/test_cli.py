@@ -261,3 +261,26 @@ def test_demo_stops_its_llama_server_on_sigterm(tmp_path: Path, when: str) -> No
         left = client.containers.list(all=True, filters={"label": f"agentic-rollout.run={run_id}"})
         client.close()
         assert left == []
+
+
+def test_swe_eval_strict_grading_refuses_a_conftest_hack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--strict-grading reaches the grader: a patch adding a conftest.py that turns every
+    failure into a pass is refused unrun (no sandbox needed), with the reason printed."""
+    from tests.hostile.test_host_limits import HACK
+
+    root = Path(__file__).resolve().parents[1]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        json.dumps(
+            {"instance_id": "agentic__textkit-1", "model_name_or_path": "m", "model_patch": HACK}
+        )
+        + "\n"
+    )
+    tasks = str(root / "examples" / "swe" / "tasks.jsonl")
+    assert main(["swe", "eval", tasks, str(preds), "--strict-grading"]) == 0
+    out = capsys.readouterr().out
+    assert "agentic__textkit-1: unresolved" in out
+    assert "strict grading refused the patch: it touches test infrastructure" in out
+    assert "resolved=0 total=1" in out

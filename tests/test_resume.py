@@ -350,3 +350,23 @@ async def test_summary_counts_solved_scored_unscored_and_means_over_all(tmp_path
     )
     assert len(summary.solved) == 1 and len(summary.scored) == 4 and len(summary.unscored) == 1
     assert summary.mean_reward == pytest.approx(1 / 5)
+
+
+def test_a_sandbox_that_broke_a_host_bound_is_final_not_retried() -> None:
+    """A hostile sandbox's violation (SandboxProtocolError, DownloadTooLargeError) is what the
+    policy's commands did: a plain rerun must not run it again and again."""
+    from orchestrator.config import resolve_retry
+    from orchestrator.exceptions import DownloadTooLargeError, SandboxProtocolError
+    from orchestrator.trajectory import Outcome, Trajectory, TrajectoryStatus, infer_outcome
+
+    for exc in (
+        SandboxProtocolError("sandbox sent a 1.0 GiB line; limit 64.0 MiB", limit="x"),
+        DownloadTooLargeError("download passed its cap"),
+    ):
+        traj = Trajectory(request_id="t")
+        traj.add_error(exc)
+        traj.finish(TrajectoryStatus.ERROR)
+        assert infer_outcome(traj) == Outcome.SANDBOX_VIOLATION
+    assert "sandbox_violation" not in resolve_retry("infra")
+    assert "sandbox_violation" in resolve_retry("failed")
+    assert resolve_retry("sandbox_violation") == {"sandbox_violation"}

@@ -180,30 +180,22 @@ class SearchTool(AgenticBaseTool):
         if await self._use_rg(sandbox):
             found, truncated = await self._rg(sandbox, q)
         else:
-            # the RPC call itself, not Sandbox.search: its result model has no `skipped` yet
-            res = await sandbox.rpc.call(
-                "search",
-                {
-                    "path": q.path,
-                    "pattern": q.pattern,
-                    "mode": "content",
-                    "include": q.include,
-                    "context": q.context,
-                    "max_results": q.cap,
-                    "ignore_case": q.ignore_case,
-                    "fixed_string": q.fixed,
-                },
-                timeout=300.0,
+            res = await sandbox.search(
+                q.path,
+                q.pattern,
+                include=q.include,
+                context=q.context,
+                max_results=q.cap,
+                ignore_case=q.ignore_case,
+                fixed_string=q.fixed,
             )
             found = [
-                Match(m["path"], m.get("line") or 0, m.get("text") or "", *_context(m))
-                for m in res["matches"]
+                Match(m.path, m.line or 0, m.text or "", list(m.before), list(m.after))
+                for m in res.matches
             ]
-            truncated = bool(res["truncated"])
-            q.skipped.extend(
-                Skipped(str(s["path"]), str(s["kind"])) for s in res.get("skipped", [])
-            )
-            q.skipped_count += int(res.get("skipped_count", len(q.skipped)))
+            truncated = res.truncated
+            q.skipped.extend(Skipped(str(s["path"]), str(s["kind"])) for s in res.skipped)
+            q.skipped_count += res.skipped_count
         found.sort(key=lambda m: (m.path, m.line))  # one order, whichever engine ran
         return found, truncated
 
@@ -434,10 +426,6 @@ def _show(text: str) -> str:
         ),
         text,
     )
-
-
-def _context(m: dict[str, Any]) -> tuple[list[str], list[str]]:
-    return [str(x) for x in m.get("before") or []], [str(x) for x in m.get("after") or []]
 
 
 def _skipped_note(q: Query) -> str:

@@ -158,6 +158,10 @@ class SearchResult(_Result):
     truncated: bool
     files_scanned: int = 0
     files: list[dict[str, Any]] = Field(default_factory=list)
+    #: non-regular files (FIFO, socket, device) the agent did not open: {"path", "kind"},
+    #: at most 100 listed; skipped_count counts them all
+    skipped: list[dict[str, Any]] = Field(default_factory=list)
+    skipped_count: int = 0
 
 
 class Sandbox(abc.ABC):
@@ -507,7 +511,9 @@ class Sandbox(abc.ABC):
             try:
                 await self.rpc.call(
                     "tar.get",
-                    {"paths": list(paths), "base": base, "compress": compress},
+                    # the agent stops at the source too (and refuses sparse files); the count
+                    # in on_chunk is the host's own backstop
+                    {"paths": list(paths), "base": base, "compress": compress, "max_bytes": cap},
                     timeout=3600.0,
                     on_chunk=on_chunk,
                     request_id=rid,

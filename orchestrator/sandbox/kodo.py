@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
 from orchestrator.sandbox.base import Sandbox, agent_command
+from orchestrator.sandbox.rpc import RpcLimits
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
 
 INSTALL_HINT = (
@@ -45,6 +46,9 @@ class KodoSandboxConfig(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     python: str = "python3"
     startup_timeout: float = Field(300.0, gt=0)
+    limits: RpcLimits = Field(
+        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
+    )
     name_prefix: str = "agentic-kodo"
 
     def build(self, **overrides: Any) -> KodoSandbox:
@@ -59,6 +63,7 @@ class KodoSandbox(Sandbox):
         super().__init__(
             name=f"{config.name_prefix}-{uuid.uuid4().hex[:10]}",
             startup_timeout=config.startup_timeout,
+            limits=config.limits,
         )
         self.config = config
         self._runner: Any = None

@@ -60,6 +60,7 @@ from orchestrator.sandbox.docker import (
     process_start_ticks,
 )
 from orchestrator.sandbox.kubernetes_stream import ExecTransport, tcp_authenticate
+from orchestrator.sandbox.rpc import RpcLimits
 from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class KubernetesSandboxConfig(BaseModel):
     run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     ttl: int = Field(6 * 3600, gt=0, description="activeDeadlineSeconds of the pod")
     startup_timeout: float = Field(300.0, gt=0, description="pending -> running, then agent ready")
+    limits: RpcLimits = Field(
+        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
+    )
     python: str = "python3"
     keepalive: list[str] = Field(default_factory=lambda: ["sleep", "infinity"])
     create_retries: int = Field(5, ge=1)
@@ -339,6 +343,7 @@ class KubernetesSandbox(Sandbox):
         super().__init__(
             name=f"{config.name_prefix}-{uuid.uuid4().hex[:10]}",
             startup_timeout=config.startup_timeout,
+            limits=config.limits,
         )
         self.config = config
         self.sandbox_id = uuid.uuid4().hex
