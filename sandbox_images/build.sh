@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 suite="${DEBIAN_SUITE:-bookworm}"
 packages="python3,python3-pytest,git,ripgrep,patch,procps,ca-certificates,less,diffutils,findutils,xz-utils,file"
-base_hash=$(printf '%s %s v1' "$suite" "$packages" | sha256sum | cut -c1-12)
+base_hash=$(printf '%s %s v2' "$suite" "$packages" | sha256sum | cut -c1-12)
 base_tag="agentic-rollout/base:${suite}-${base_hash}"
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
