@@ -108,7 +108,7 @@ async def test_messages_export_round_trips_through_datasets(tmp_path: Path) -> N
         "arguments": {"expression": "6*7"},
     }
     assert mul[3]["tool_call_id"] == call["id"] and mul[3]["name"] == "calculator"
-    assert "42" in mul[3]["content"] and mul[4]["content"] == "It is 42."
+    assert "42" in mul[3]["content"] and mul[4]["content"] == "42."
     assert [t["function"]["name"] for t in rows[0]["tools"]] == ["calculator"]
     loaded = datasets.load_dataset("json", data_files=str(out), split="train")
     assert loaded.num_rows == 2 and loaded[0]["id"] == "mul"
