@@ -50,6 +50,7 @@ def test_examples_read_with_their_settings() -> None:
     task = hello.to_task()
     assert task.prompt.startswith("Create the file `/app/hello.txt`")
     assert task.sandbox["memory"] == "512m" and task.sandbox["cpus"] == 1.0
+    assert task.sandbox["disk"] == "1024m"  # storage_mb: the Docker backend's disk limit
     assert task.sandbox["image"].startswith("agentic-rollout/harbor-hello-file:")
     assert "network" not in task.sandbox  # stays the backend's default: none
 

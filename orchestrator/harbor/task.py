@@ -92,6 +92,8 @@ class HarborTask(BaseModel):
             values["cpus"] = float(self.cpus)
         if self.memory_mb:
             values["memory"] = f"{int(self.memory_mb)}m"
+        if self.storage_mb:  # the Docker backend's per-sandbox disk limit (storage-opt size)
+            values["disk"] = f"{int(self.storage_mb)}m"
         return values
 
     def to_task(self) -> Task:
