@@ -265,7 +265,13 @@ async def test_resume_after_sigkill_loses_nothing_duplicates_nothing_leaks_nothi
     proc = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if os.path.exists(out) and len(Path(out).read_text().splitlines()) >= 2:
+        # kill mid-run: two trajectories stored and the next ones' sandboxes up (between
+        # trajectories no sandbox may exist at all, and there would be nothing to reap)
+        if (
+            os.path.exists(out)
+            and len(Path(out).read_text().splitlines()) >= 2
+            and reap_docker(run_id=TEST_RUN_ID, dry_run=True)
+        ):
             break
         await asyncio.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
