@@ -201,14 +201,7 @@ class AdmissionController:
                     f"{self.settings.max_starting}, {self.queued} queued)"
                 ) from None
             raise
-        permit = Permit(self, 0.0)
-        try:
-            # the token comes after the slots: a queued start never holds a token it cannot use
-            await self.creations.acquire()
-        except BaseException:
-            permit.release()
-            raise
-        permit.queue_wait = time.monotonic() - t0
+        permit = await self._with_token(t0)
         self.stats.queue_seconds_total += permit.queue_wait
         return permit
 
@@ -225,6 +218,12 @@ class AdmissionController:
             self.stats.admitted += 1
             self.stats.max_live_seen = max(self.stats.max_live_seen, self.live)
             self.stats.max_starting_seen = max(self.stats.max_starting_seen, self.starting)
+        return await self._with_token(t0)
+
+    async def _with_token(self, t0: float) -> Permit:
+        """The permit for slots already taken, once the creation rate gives a token (the
+        token comes after the slots: a queued start never holds a token it cannot use); the
+        slots are given back if the wait is cancelled."""
         permit = Permit(self, 0.0)
         try:
             await self.creations.acquire()
