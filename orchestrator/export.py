@@ -21,7 +21,6 @@ A filter that does not parse is refused with the column where it fails.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from collections.abc import Callable
@@ -388,28 +387,3 @@ def export(
         bad_lines=len(run.bad_lines),
         output=out,
     )
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    default = "sft.parquet" if args.format == "parquet" else f"sft.{args.format}.jsonl"
-    result = export(args.source, args.output or default, fmt=args.format, where=args.where)
-    print(
-        f"wrote {result.written} trajectories to {result.output} ({args.format}); "
-        f"{result.skipped} filtered out, {result.bad_lines} unreadable lines skipped"
-    )
-    return 0
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "export",
-        help="write trajectories as SFT data (messages, sharegpt, parquet), filtered",
-        description="Export a run's trajectories for supervised fine-tuning. "
-        '--where keeps the ones that match, e.g. "status=completed and reward>=1" '
-        "(fields: " + ", ".join(FIELDS) + ", metadata.KEY; and/or/not, parentheses).",
-    )
-    p.add_argument("source", help="run folder or trajectories JSONL")
-    p.add_argument("--format", choices=FORMATS, default="messages")
-    p.add_argument("--where", help='filter, e.g. "status=completed and reward>=1"')
-    p.add_argument("-o", "--output", help="output file (default: sft.<format>.jsonl)")
-    p.set_defaults(func=_cmd_export)

@@ -13,7 +13,6 @@ model's output cannot script the report. Depends on the trajectory model only.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 from dataclasses import dataclass, field
@@ -113,31 +112,6 @@ def write_report(source: str | Path, output: str | Path) -> LoadedRun:
     run = load_run(source)
     Path(output).write_text(render_html(run), encoding="utf-8")
     return run
-
-
-def _cmd_view(args: argparse.Namespace) -> int:
-    output = Path(args.output or Path(args.source).with_suffix("").name + ".html")
-    run = write_report(args.source, output)
-    for file, number, reason in run.bad_lines:
-        print(f"{file}:{number}: unreadable, skipped: {reason}")
-    print(
-        f"wrote {output} ({len(run.trajectories)} trajectories, "
-        f"{len(run.bad_lines)} unreadable lines)"
-    )
-    return 0 if run.trajectories or not run.bad_lines else 1
-
-
-def add_parser(sub: Any) -> None:
-    view = sub.add_parser(
-        "view",
-        help="write a self-contained HTML report of trajectories (table, filters, details)",
-        description="Render a run's trajectories (RUN_DIR with trajectories.jsonl, or a JSONL "
-        "file) as one HTML file that needs no network: filter and search the table, open a "
-        "trajectory to read its messages, tool calls, outputs, patch and reward.",
-    )
-    view.add_argument("source", help="run folder or trajectories JSONL")
-    view.add_argument("-o", "--output", help="HTML file to write (default: <source>.html)")
-    view.set_defaults(func=_cmd_view)
 
 
 _TEMPLATE = r"""<!DOCTYPE html>

@@ -1,4 +1,4 @@
-"""CLI wiring for Harbor tasks: ``run harbor:PATH [--oracle]`` and ``harbor validate PATH``."""
+"""``agentic-rollout harbor validate PATH`` and ``run harbor:PATH [--oracle]`` (called by run)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.exceptions import AgenticRolloutError
 
 
-def _load(path: str) -> tuple[list[Any], list[str]]:
+def load_harbor(path: str) -> tuple[list[Any], list[str]]:
     from orchestrator.harbor.run import build_images
     from orchestrator.harbor.task import load_harbor_tasks
 
@@ -32,7 +32,7 @@ def cmd_run_harbor(
     from orchestrator.harbor.run import run_harbor
 
     path = args.tasks[len("harbor:") :]
-    tasks, bad = _load(path)
+    tasks, bad = load_harbor(path)
     if not tasks:
         print("agentic-rollout: no runnable Harbor task", file=sys.stderr)
         return 1
@@ -50,13 +50,13 @@ def cmd_run_harbor(
     return 1 if (summary.infrastructure_failures or bad) else 0
 
 
-def _cmd_harbor(args: argparse.Namespace) -> int:
+def cmd_harbor(args: argparse.Namespace) -> int:
     from orchestrator.config import AgenticRolloutConfig
     from orchestrator.harbor.run import validate
 
     if args.harbor_command != "validate":  # argparse restricts the choices
         raise AgenticRolloutError(f"unknown harbor command {args.harbor_command!r}")
-    tasks, bad = _load(args.path)
+    tasks, bad = load_harbor(args.path)
     sandbox: dict[str, Any] = {"type": "docker"}
     if args.docker_host:
         sandbox["docker_host"] = args.docker_host
@@ -84,4 +84,4 @@ def add_parser(sub: Any) -> None:
     val.add_argument("path", help="a Harbor task folder or a folder of them")
     val.add_argument("--concurrency", type=int, default=2, help="sandboxes at once")
     val.add_argument("--docker-host", help="daemon URL")
-    harbor.set_defaults(func=_cmd_harbor)
+    harbor.set_defaults(func=cmd_harbor)
