@@ -92,7 +92,8 @@ def run_async(coro: Coroutine[Any, Any, T], *, rollout: Any = None) -> T:
 
 def _cmd_gc(args: argparse.Namespace) -> int:
     if args.kubernetes:
-        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig, reap_kubernetes
+        from orchestrator.sandbox.gc import reap_kubernetes
+        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
         config = KubernetesSandboxConfig(
             namespace=args.namespace, kubeconfig=args.kubeconfig, in_cluster=args.in_cluster
