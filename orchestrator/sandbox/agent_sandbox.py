@@ -39,13 +39,13 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
-from orchestrator import admission
 from orchestrator.exceptions import SandboxClaimError
 from orchestrator.sandbox.base import ManagedSandboxConfig
 from orchestrator.sandbox.kubernetes import (
     KubernetesSandbox,
     KubernetesSandboxConfig,
-    api_client,
+    limit_requests,
+    load_configuration,
 )
 from orchestrator.sandbox.labels import LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, label_value
 
@@ -181,14 +181,10 @@ def _shared_client(config: AgentSandboxConfig) -> Any:
     with _pool_lock:
         found = _clients.get(key)
         if found is None:
-            loader = api_client(config.kubernetes())  # the Pod backend's config loading
-            configuration = copy.copy(loader.configuration)
-            loader.close()
+            # the Pod backend's config loading (once per process; urllib3's own resends off)
+            configuration = copy.copy(load_configuration(config.kubernetes()))
             configuration.connection_pool_maxsize = 32
-            # urllib3 would resend a request on a dropped connection by itself, around the API
-            # bucket: call_api retries instead, through the bucket
-            configuration.retries = False
-            found = _clients[key] = ApiClient(configuration)
+            found = _clients[key] = limit_requests(ApiClient(configuration), BACKEND)
         return found
 
 
@@ -214,18 +210,16 @@ def _message(exc: BaseException) -> str:
 
 
 def call_api(config: AgentSandboxConfig, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Blocking: one API request through the process's API bucket, retried on 429/5xx and
-    connection errors (after the server's Retry-After when it gives one) within
-    ``api_retry_budget`` seconds."""
+    """Blocking: one API request, retried on 429/5xx and connection errors (after the server's
+    Retry-After when it gives one) within ``api_retry_budget`` seconds. Each try waits for the
+    process's API limiter inside the client (:func:`limit_requests`)."""
     import urllib3
     from kubernetes.client.exceptions import ApiException
 
-    bucket = admission.controller(BACKEND).api
     deadline = time.monotonic() + config.api_retry_budget
     delay = 0.25
     kwargs.setdefault("_request_timeout", config.api_timeout)
     while True:
-        bucket.acquire_sync()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
@@ -343,6 +337,11 @@ class _Watcher:
                         return
                 else:
                     idle_since = None
+            if idle_since is not None:
+                # nobody waits: no list or watch request (the API limit counts every one), but
+                # stay up a moment for the next waiter of a burst
+                time.sleep(0.05)
+                continue
             try:
                 # names first: a waiter registers after its create returned, so every name
                 # taken here is in the listing unless it is really gone

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field
 
+from orchestrator import admission
 from orchestrator.exceptions import (
     RpcTimeoutError,
     SandboxError,
@@ -255,15 +256,36 @@ def load_configuration(config: KubernetesSandboxConfig) -> Any:
                 f"cannot load the Kubernetes configuration from {where}"
                 f"{' (context ' + repr(config.context) + ')' if config.context else ''}: {exc}"
             ) from exc
+        # urllib3 would resend a request on a dropped connection by itself, unseen by the API
+        # limiter: the backends' own retry loops resend instead, through the limiter
+        configuration.retries = False
         _CONFIGS[key] = configuration
         return configuration
 
 
-def api_client(config: KubernetesSandboxConfig) -> Any:
-    """A fresh ApiClient (own connection pool) over the process-wide configuration."""
+def api_client(config: KubernetesSandboxConfig, backend: str = "kubernetes") -> Any:
+    """A fresh ApiClient (own connection pool) over the process-wide configuration, every
+    request of which waits for ``backend``'s API limiter (:func:`limit_requests`)."""
     from kubernetes import client
 
-    return client.ApiClient(load_configuration(config))
+    return limit_requests(client.ApiClient(load_configuration(config)), backend)
+
+
+def limit_requests(api: Any, backend: str) -> Any:
+    """Make every HTTP request ``api`` sends (reads, polls, creates, deletes, list and watch,
+    redirects) first wait for the process-wide API limiter of ``backend``, in the sending
+    thread right before the request goes out (``admission.ApiRateLimiter``). The exec
+    handshake does not use this pool: :meth:`KubernetesSandbox._exec_stream` asks itself."""
+    limiter = admission.controller(backend).api
+    pool_manager = api.rest_client.pool_manager
+    send = pool_manager.urlopen
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        limiter.acquire_sync()
+        return send(*args, **kwargs)
+
+    pool_manager.urlopen = limited
+    return api
 
 
 def _api_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -481,7 +503,7 @@ class KubernetesSandbox(Sandbox):
         if self._core is None:
             from kubernetes import client
 
-            self._api_client = api_client(self.config)
+            self._api_client = api_client(self.config, self.backend)
             self._core = client.CoreV1Api(self._api_client)
         return self._core
 
@@ -699,6 +721,7 @@ class KubernetesSandbox(Sandbox):
     def _exec_stream(self, extra_args: list[str] | None = None) -> Any:
         from kubernetes.stream import stream
 
+        admission.controller(self.backend).api.acquire_sync()  # the handshake is a request too
         return stream(
             self._core_api().connect_get_namespaced_pod_exec,
             self.name,
