@@ -33,7 +33,8 @@ from bench import sysstat
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.llm import LLMResponse, ToolCall
 from orchestrator.runner import AgenticRollout
-from orchestrator.sandbox.docker import LABEL_RUN, docker_api
+from orchestrator.sandbox.docker import docker_api
+from orchestrator.sandbox.labels import LABEL_RUN
 from orchestrator.trajectory import StepType
 
 

@@ -25,7 +25,8 @@ from typing import Any
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import LLMServerError
 from orchestrator.runner import AgenticRollout
-from orchestrator.sandbox.docker import LABEL_RUN, docker_api
+from orchestrator.sandbox.docker import docker_api
+from orchestrator.sandbox.labels import LABEL_RUN
 from orchestrator.tasks import Task
 from orchestrator.testing import ScriptedLLM, tool_call
 from orchestrator.trajectory import Trajectory

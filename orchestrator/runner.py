@@ -342,10 +342,8 @@ class AgenticRollout:
                     run_id=self.run_id,
                 )
             elif kind == "kubernetes":
-                from orchestrator.sandbox.kubernetes import (
-                    KubernetesSandboxConfig,
-                    reap_kubernetes,
-                )
+                from orchestrator.sandbox.gc import reap_kubernetes
+                from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
                 k8s = KubernetesSandboxConfig.model_validate(self.config.sandbox)
                 reaped = await asyncio.to_thread(reap_kubernetes, k8s, run_id=self.run_id)

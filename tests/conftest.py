@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.sandbox.docker import LABEL_MANAGED, LABEL_RUN, DockerSandbox, DockerSandboxConfig
+from orchestrator.sandbox.docker import DockerSandbox, DockerSandboxConfig
+from orchestrator.sandbox.labels import LABEL_MANAGED, LABEL_RUN
 from orchestrator.sandbox.local import LocalSandbox, LocalSandboxConfig
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")

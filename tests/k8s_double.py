@@ -176,6 +176,8 @@ class KubeDouble:
         self.pull_backoff: dict[str, float] = {}
         self.pod_security: str | None = None
         self.ephemeral_capacity: int | None = None
+        #: arrival time (monotonic) of every HTTP request, exec handshakes included
+        self.request_times: list[float] = []
         self.graceful = False
         self.routes: list[Route] = []
         #: resources the double's RBAC never grants (SelfSubjectAccessReview answers)
@@ -944,13 +946,18 @@ class KubeDouble:
                 else:
                     self.status(404, "NotFound", f"{method} {resource} is not served by the double")
 
+            # every request, whatever serves it (core, CRDs, exec handshakes), counted once on
+            # arrival: what the load tests compare with the client's API limit
             def do_GET(self) -> None:
+                double.request_times.append(time.monotonic())
                 self.route("GET")
 
             def do_POST(self) -> None:
+                double.request_times.append(time.monotonic())
                 self.route("POST")
 
             def do_DELETE(self) -> None:
+                double.request_times.append(time.monotonic())
                 self.route("DELETE")
 
             # ---- pods/exec over a websocket (v5 / v4.channel.k8s.io)

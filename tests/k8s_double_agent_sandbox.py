@@ -165,7 +165,6 @@ class AgentSandboxDouble(KubeDouble):
         #: (rv, plural, ns, type, the watch event's JSON line) for watches
         self.history: list[tuple[int, str, str, str, bytes]] = []
         self.changed = threading.Condition(self.lock)
-        self.request_times: list[float] = []
         self.crd_requests: list[tuple[float, str, str]] = []
         self.error_rate = 0.0
         self.drop_watch_after: int | None = None
@@ -507,7 +506,6 @@ class AgentSandboxDouble(KubeDouble):
 
         class Handler(base):  # type: ignore[misc]
             def route(self, method: str) -> None:
-                double.request_times.append(time.monotonic())
                 if time.monotonic() < double.down_until:
                     self._drain()
                     double.injected["503"] += 1

@@ -31,11 +31,10 @@ def test_burst_of_claims_with_faults_and_a_sigkill() -> None:
     assert burst["claimed"] == 150 and burst["errors"] == {}
     assert burst["injected"]["429"] > 0 and burst["injected"]["500"] > 0
     assert burst["watch_drops"] > 0
-    # the requests went through the bucket (the server has counted one more than the bucket
-    # released in some runs, cause not found: allowed, and said in docs/scale.md), and the
-    # bucket kept its bound
-    assert burst["client_api_requests"] <= burst["api_requests"] <= burst["client_api_requests"] + 2
-    assert burst["client_max_1s_window"] <= 80 + 5
+    # every request the double received went through the API limiter (no hidden resend), and
+    # the double never saw more than the configured rate in any 1 s window
+    assert burst["api_requests"] == burst["client_api_requests"]
+    assert burst["api_requests_max_1s_window"] <= 80
     assert burst["leaks_after"]["claims"] == 0 and burst["leaks_after"]["bound_sandboxes"] == 0
     assert kill["claims_at_kill"] >= 20  # killed mid-burst, with claims outstanding
     assert kill["leaks_after_ttl"]["claims"] == 0

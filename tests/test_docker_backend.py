@@ -18,16 +18,15 @@ from orchestrator.exceptions import (
     SandboxConnectionError,
     SandboxStartError,
 )
-from orchestrator.sandbox.docker import (
+from orchestrator.sandbox.docker import DockerSandbox, parse_memory
+from orchestrator.sandbox.gc import reap_docker
+from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
     LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_PID,
     LABEL_RUN,
-    DockerSandbox,
-    parse_memory,
 )
-from orchestrator.sandbox.gc import reap_docker
 
 from .conftest import NOPYTHON_IMAGE, TEST_RUN_ID, docker_config
 

@@ -13,7 +13,8 @@ import pytest
 
 from orchestrator.exceptions import ConfigError, SandboxConnectionError, SandboxStartError
 from orchestrator.sandbox import sandbox_config
-from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig, reap_kubernetes
+from orchestrator.sandbox.gc import reap_kubernetes
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
 from .conftest import kube_config
 

@@ -384,3 +384,33 @@ async def test_direct_tcp_refuses_a_second_client_without_the_secret(double: Any
         assert await asyncio.to_thread(intruder, "0" * 64) == b""
         assert await asyncio.to_thread(intruder, None) == b""
         assert (await sb.run("echo still mine")).output == "still mine\n"
+
+
+async def test_api_rate_bounds_every_request_of_the_pod_backend(double: Any) -> None:
+    """Creates, status polls, exec handshakes, deletes and the retries of 429s all wait for
+    the process-wide API limit: the double never counts more than api_rate in any second,
+    and counts exactly the requests the limiter let out."""
+    from bench.control_plane import max_window
+    from orchestrator import admission
+    from tests.k8s_double import Fault
+
+    ctl = admission.controller("kubernetes")
+    saved = ctl.settings
+    admission.configure("kubernetes", {"api_rate": 4, "api_burst": 2})
+    sent: list[float] = []
+    ctl.api.record = sent
+    double.faults.append(Fault(429, retry_after=1, method="POST", path_contains="/pods", count=2))
+    first = len(double.request_times)
+    try:
+
+        async def one() -> None:
+            async with kube_config(double, heartbeat_interval=0).build() as sb:
+                assert (await sb.run("echo ok")).output.strip() == "ok"
+
+        await asyncio.gather(*(one() for _ in range(4)))
+    finally:
+        ctl.api.record = None
+        ctl.configure(saved)
+    seen = double.request_times[first:]
+    assert len(seen) == len(sent) >= 4 * 3  # create, a poll, the exec handshake, delete each
+    assert max_window(seen) <= 4

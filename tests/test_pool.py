@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator import AgenticRollout, AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, SandboxStartError
-from orchestrator.sandbox.docker import LABEL_RUN
+from orchestrator.sandbox.labels import LABEL_RUN
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.testing import ScriptedLLM, tool_call
 

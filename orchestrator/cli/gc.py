@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     if args.kubernetes:
-        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig, reap_kubernetes
+        from orchestrator.sandbox.gc import reap_kubernetes
+        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
         config = KubernetesSandboxConfig(
             namespace=args.namespace, kubeconfig=args.kubeconfig, in_cluster=args.in_cluster

@@ -37,17 +37,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
-from orchestrator import admission
 from orchestrator.exceptions import SandboxClaimError
-from orchestrator.sandbox.docker import LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, default_owner
+from orchestrator.sandbox.base import ManagedSandboxConfig
 from orchestrator.sandbox.kubernetes import (
     KubernetesSandbox,
     KubernetesSandboxConfig,
-    _label_value,
-    api_client,
+    limit_requests,
+    load_configuration,
 )
+from orchestrator.sandbox.labels import LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, label_value
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,9 @@ BACKEND = "agent-sandbox"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
-class AgentSandboxConfig(BaseModel):
-    """Settings of the agent-sandbox backend; ``build()`` makes a sandbox."""
-
-    model_config = ConfigDict(extra="forbid")
+class AgentSandboxConfig(ManagedSandboxConfig):
+    """Settings of the agent-sandbox backend; ``build()`` makes a sandbox (shared fields: the
+    base; ``ttl`` sets the claim's ``shutdownTime``, when the controller deletes it)."""
 
     type: Literal["agent-sandbox"] = "agent-sandbox"
     #: claim from this SandboxWarmPool; None: create a Sandbox from ``template`` (a cold start)
@@ -75,24 +74,28 @@ class AgentSandboxConfig(BaseModel):
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
-    #: seconds until the controller deletes the sandbox whatever happens (shutdownTime)
-    ttl: int = Field(6 * 3600, gt=0)
     claim_timeout: float = Field(120.0, gt=0, description="seconds for a claim to turn Ready")
-    startup_timeout: float = Field(60.0, gt=0, description="after binding: the agent answers")
     api_timeout: float = Field(30.0, gt=0, description="seconds per API request")
     api_retry_budget: float = Field(
         60.0, ge=0, description="seconds of 429/5xx/unreachable retries per request"
     )
-    python: str = "python3"
     container: str | None = Field(None, description="exec target; default the pod's first")
-    owner: str = Field(default_factory=default_owner)
-    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    labels: dict[str, str] = Field(default_factory=dict)
     #: watch requests last at most this long before being renewed (a real server caps it too)
     watch_seconds: int = Field(30, ge=1)
 
+    @field_validator("env")
+    @classmethod
+    def _no_env(cls, value: dict[str, str]) -> dict[str, str]:
+        # the pod exists before the claim: its environment is the SandboxTemplate's
+        if value:
+            raise ValueError(
+                "the agent-sandbox backend cannot set a claimed pod's environment; "
+                "set env in the SandboxTemplate's pod template"
+            )
+        return value
+
     def build(self, **overrides: Any) -> AgentSandbox:
-        return AgentSandbox(self.model_copy(update=overrides) if overrides else self)
+        return AgentSandbox(self.with_overrides(overrides))
 
     def kubernetes(self) -> KubernetesSandboxConfig:
         """The Pod backend's settings for the transport (exec) part."""
@@ -103,6 +106,7 @@ class AgentSandboxConfig(BaseModel):
             in_cluster=self.in_cluster,
             startup_timeout=self.startup_timeout,
             python=self.python,
+            limits=self.limits,
             owner=self.owner,
             run_id=self.run_id,
         )
@@ -110,8 +114,8 @@ class AgentSandboxConfig(BaseModel):
     def pod_labels(self) -> dict[str, str]:
         return {
             LABEL_MANAGED: "1",
-            LABEL_OWNER: _label_value(self.owner),
-            LABEL_RUN: _label_value(self.run_id),
+            LABEL_OWNER: label_value(self.owner),
+            LABEL_RUN: label_value(self.run_id),
             **self.labels,
         }
 
@@ -177,14 +181,10 @@ def _shared_client(config: AgentSandboxConfig) -> Any:
     with _pool_lock:
         found = _clients.get(key)
         if found is None:
-            loader = api_client(config.kubernetes())  # the Pod backend's config loading
-            configuration = copy.copy(loader.configuration)
-            loader.close()
+            # the Pod backend's config loading (once per process; urllib3's own resends off)
+            configuration = copy.copy(load_configuration(config.kubernetes()))
             configuration.connection_pool_maxsize = 32
-            # urllib3 would resend a request on a dropped connection by itself, around the API
-            # bucket: call_api retries instead, through the bucket
-            configuration.retries = False
-            found = _clients[key] = ApiClient(configuration)
+            found = _clients[key] = limit_requests(ApiClient(configuration), BACKEND)
         return found
 
 
@@ -210,18 +210,16 @@ def _message(exc: BaseException) -> str:
 
 
 def call_api(config: AgentSandboxConfig, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Blocking: one API request through the process's API bucket, retried on 429/5xx and
-    connection errors (after the server's Retry-After when it gives one) within
-    ``api_retry_budget`` seconds."""
+    """Blocking: one API request, retried on 429/5xx and connection errors (after the server's
+    Retry-After when it gives one) within ``api_retry_budget`` seconds. Each try waits for the
+    process's API limiter inside the client (:func:`limit_requests`)."""
     import urllib3
     from kubernetes.client.exceptions import ApiException
 
-    bucket = admission.controller(BACKEND).api
     deadline = time.monotonic() + config.api_retry_budget
     delay = 0.25
     kwargs.setdefault("_request_timeout", config.api_timeout)
     while True:
-        bucket.acquire_sync()
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
@@ -339,6 +337,11 @@ class _Watcher:
                         return
                 else:
                     idle_since = None
+            if idle_since is not None:
+                # nobody waits: no list or watch request (the API limit counts every one), but
+                # stay up a moment for the next waiter of a burst
+                time.sleep(0.05)
+                continue
             try:
                 # names first: a waiter registers after its create returned, so every name
                 # taken here is in the listing unless it is really gone

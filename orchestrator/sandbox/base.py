@@ -16,6 +16,7 @@ import marshal
 import os
 import sys
 import tarfile
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from orchestrator.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from orchestrator.sandbox.labels import default_owner
 from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
 
@@ -164,6 +166,46 @@ class SearchResult(_Result):
     skipped_count: int = 0
 
 
+class SandboxConfigBase(BaseModel):
+    """What every backend's settings share, with one meaning and one default each.
+
+    A backend subclasses it with its own ``type`` literal and fields, overriding a default only
+    where its sandboxes need it (a pod is scheduled and its image pulled within
+    ``startup_timeout``, so the cluster backends allow 300 s) and saying why.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str = Field("python3", description="interpreter in the sandbox that runs the agent")
+    env: dict[str, str] = Field(default_factory=dict)
+    startup_timeout: float = Field(
+        60.0, gt=0, description="seconds from start() until the agent answers its first ping"
+    )
+    limits: RpcLimits = Field(
+        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
+    )
+
+    @abc.abstractmethod
+    def build(self, **overrides: Any) -> Sandbox:
+        """A sandbox with these settings (``overrides`` replace fields for this one)."""
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Self:
+        """These settings with ``overrides`` applied (no copy when there are none)."""
+        return self.model_copy(update=overrides) if overrides else self
+
+
+class ManagedSandboxConfig(SandboxConfigBase):
+    """Settings of a backend whose sandboxes can outlive the orchestrator process (a container,
+    a pod): labelled with who started them and reaped by label (``orchestrator.sandbox.gc``)."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    owner: str = Field(default_factory=default_owner)
+    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    ttl: float = Field(
+        6 * 3600.0, gt=0, description="seconds until the reaper (or the cluster) may remove it"
+    )
+
+
 class Sandbox(abc.ABC):
     """One isolated environment per trajectory, used as ``async with``."""
 
@@ -290,6 +332,12 @@ class Sandbox(abc.ABC):
         if self._rpc is None:
             raise SandboxError(f"{self.describe()} is not started (use `async with`)")
         return self._rpc
+
+    @property
+    def connected(self) -> bool:
+        """Started and its agent's stream still open (what a warm pool checks before handing
+        a sandbox out); False before start, after close or once the stream dropped."""
+        return self._rpc is not None and not self._rpc.closed and not self._closed
 
     # ---- commands
 

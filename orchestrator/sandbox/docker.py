@@ -23,8 +23,6 @@ hundreds of concurrent sandboxes and ties their lifetimes together.
 from __future__ import annotations
 
 import asyncio
-import functools
-import getpass
 import logging
 import os
 import re
@@ -34,24 +32,21 @@ import time
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
-from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox
 from orchestrator.sandbox.docker_http import DockerHTTP, DockerHTTPError, unix_socket_path
-from orchestrator.sandbox.rpc import RpcLimits
+from orchestrator.sandbox.labels import (
+    LABEL_EXPIRES,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_RUN,
+    owner_process_labels,
+)
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
 
 log = logging.getLogger(__name__)
-
-LABEL_PREFIX = "agentic-rollout"
-LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
-LABEL_OWNER = f"{LABEL_PREFIX}.owner"
-LABEL_RUN = f"{LABEL_PREFIX}.run"
-LABEL_EXPIRES = f"{LABEL_PREFIX}.expires"
-LABEL_HOST = f"{LABEL_PREFIX}.host"
-LABEL_PID = f"{LABEL_PREFIX}.pid"
-LABEL_PID_START = f"{LABEL_PREFIX}.pid-start"
 
 _version_lock = threading.Lock()
 _api_versions: dict[str, str] = {}
@@ -59,24 +54,6 @@ _api_versions: dict[str, str] = {}
 _disk_unsupported: dict[str, str] = {}
 #: Default size of a sandbox's writable layer (README, "Sandboxes").
 DEFAULT_DISK = "10g"
-
-
-@functools.cache  # a passwd lookup per sandbox config cost ~3 ms
-def default_owner() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
-def process_start_ticks(pid: int) -> str:
-    """Start time of a process (to tell a live orchestrator from a reused pid)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-        return raw[raw.rfind(b")") + 2 :].split()[19].decode()
-    except (OSError, IndexError):
-        return ""
 
 
 def daemon_url(base_url: str | None = None) -> str:
@@ -103,10 +80,8 @@ def docker_api(base_url: str | None = None, timeout: float = 120.0) -> Any:
     return client
 
 
-class DockerSandboxConfig(BaseModel):
-    """Settings of the Docker backend; ``build()`` makes a sandbox."""
-
-    model_config = ConfigDict(extra="forbid")
+class DockerSandboxConfig(ManagedSandboxConfig):
+    """Settings of the Docker backend; ``build()`` makes a sandbox (shared fields: the base)."""
 
     type: Literal["docker"] = "docker"
     image: str = "agentic-rollout/sandbox:latest"
@@ -116,13 +91,6 @@ class DockerSandboxConfig(BaseModel):
     pids_limit: int = Field(512, gt=0, description="max processes (fork bombs stop here)")
     user: str | None = Field(None, description="user for the agent and commands, e.g. '1000:1000'")
     workdir: str | None = Field(None, description="working directory (created if missing)")
-    env: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    owner: str = Field(default_factory=default_owner)
-    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    ttl: float = Field(6 * 3600, gt=0, description="seconds until the reaper may remove it")
-    startup_timeout: float = Field(60.0, gt=0)
-    python: str = Field("python3", description="interpreter in the image that runs the agent")
     init: bool = Field(
         False,
         description="run docker-init as PID 1; by default the agent is PID 1 itself (it reaps "
@@ -146,13 +114,9 @@ class DockerSandboxConfig(BaseModel):
     log_max_size: str = Field(
         "1m", description="most bytes dockerd keeps of the agent's stdout/stderr (local driver)"
     )
-    limits: RpcLimits = Field(
-        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
-    )
 
     def build(self, **overrides: Any) -> DockerSandbox:
-        cfg = self.model_copy(update=overrides) if overrides else self
-        return DockerSandbox(cfg)
+        return DockerSandbox(self.with_overrides(overrides))
 
 
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -204,15 +168,12 @@ class DockerSandbox(Sandbox):
         return f"docker sandbox {self.name} (image {self.config.image})"
 
     def labels(self) -> dict[str, str]:
-        pid = os.getpid()
         return {
             LABEL_MANAGED: "1",
             LABEL_OWNER: self.config.owner,
             LABEL_RUN: self.config.run_id,
             LABEL_EXPIRES: str(int(time.time() + self.config.ttl)),
-            LABEL_HOST: socket.gethostname(),
-            LABEL_PID: str(pid),
-            LABEL_PID_START: process_start_ticks(pid),
+            **owner_process_labels(),
             **self.config.labels,
         }
 

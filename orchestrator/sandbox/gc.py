@@ -1,4 +1,4 @@
-"""The reaper: remove sandboxes that nobody will remove, found by label.
+"""The reaper: remove sandboxes that nobody will remove, found by label (Docker and Kubernetes).
 
 A container is garbage when it is stopped (our containers only stop when their agent has
 exited), past its ``expires`` label, or orphaned: started by an orchestrator process on this
@@ -9,22 +9,22 @@ keep garbage alive). This is what cleans up after an orchestrator that was SIGKI
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.sandbox.docker import (
+from orchestrator.exceptions import SandboxError
+from orchestrator.sandbox.docker import docker_api
+from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
-    LABEL_HOST,
     LABEL_MANAGED,
-    LABEL_PID,
-    LABEL_PID_START,
     LABEL_RUN,
-    docker_api,
-    process_start_ticks,
+    label_value,
+    orchestrator_alive,
 )
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
 
 @dataclass(frozen=True)
@@ -33,19 +33,6 @@ class Reaped:
     name: str
     reason: str
     removed: bool
-
-
-def orchestrator_alive(labels: dict[str, str]) -> bool:
-    if labels.get(LABEL_HOST) != socket.gethostname():
-        return True  # another machine's orchestrator: only expiry applies
-    try:
-        pid = int(labels.get(LABEL_PID, ""))
-    except ValueError:
-        return False
-    if not os.path.exists(f"/proc/{pid}"):
-        return False
-    started = labels.get(LABEL_PID_START, "")
-    return not started or process_start_ticks(pid) == started
 
 
 def garbage_reason(
@@ -107,3 +94,55 @@ def reap_docker(
 
 async def areap_docker(**kwargs: Any) -> list[Reaped]:
     return await asyncio.to_thread(reap_docker, **kwargs)
+
+
+def reap_kubernetes(
+    config: KubernetesSandboxConfig,
+    *,
+    run_id: str | None = None,
+    everything: bool = False,
+    dry_run: bool = False,
+) -> list[tuple[str, str]]:
+    """Delete sandbox pods nobody will delete (finished, expired, orphaned); (name, reason)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from orchestrator.sandbox.kubernetes import api_client
+
+    api = api_client(config)
+    try:
+        core = client.CoreV1Api(api)
+        selector = f"{LABEL_MANAGED}=1" + (f",{LABEL_RUN}={label_value(run_id)}" if run_id else "")
+        reaped = []
+        now = time.time()
+        for pod in core.list_namespaced_pod(config.namespace, label_selector=selector).items:
+            meta = pod.metadata
+            if meta is None or meta.name is None:
+                continue
+            name: str = meta.name
+            notes = dict(meta.annotations or {})
+            reason = None
+            if everything or run_id:
+                reason = "--all" if everything else "run matches"
+            elif pod.status and pod.status.phase in ("Succeeded", "Failed"):
+                reason = f"finished ({pod.status.phase})"
+            elif float(notes.get(LABEL_EXPIRES, "inf")) < now:
+                reason = "expired"
+            elif not orchestrator_alive(notes):
+                reason = "orphaned: its orchestrator process is gone"
+            if reason is None:
+                continue
+            if not dry_run:
+                try:
+                    core.delete_namespaced_pod(name, config.namespace, grace_period_seconds=0)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise SandboxError(f"cannot delete pod {name}: {exc.reason}") from exc
+            reaped.append((name, reason))
+        if not dry_run:
+            from orchestrator import metrics
+
+            metrics.sandboxes_reaped("kubernetes", len(reaped))
+        return reaped
+    finally:
+        api.close()

@@ -14,11 +14,10 @@ import importlib
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
-from orchestrator.sandbox.base import Sandbox, agent_command
-from orchestrator.sandbox.rpc import RpcLimits
+from orchestrator.sandbox.base import Sandbox, SandboxConfigBase, agent_command
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
 
 INSTALL_HINT = (
@@ -34,8 +33,8 @@ def load_kodo() -> Any:
         raise ConfigError(f"{INSTALL_HINT} ({exc})") from None
 
 
-class KodoSandboxConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class KodoSandboxConfig(SandboxConfigBase):
+    """Settings of the kodo backend (shared fields: the base)."""
 
     type: Literal["kodo"] = "kodo"
     image: str = "agentic-rollout/sandbox:latest"
@@ -43,17 +42,13 @@ class KodoSandboxConfig(BaseModel):
     namespace: str = "default"
     kubeconfig_path: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
-    python: str = "python3"
-    startup_timeout: float = Field(300.0, gt=0)
-    limits: RpcLimits = Field(
-        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
-    )
+    #: kodo's start may schedule a pod and pull its image before the agent can answer
+    startup_timeout: float = Field(300.0, gt=0, description="start, scheduling and image pull")
     name_prefix: str = "agentic-kodo"
 
     def build(self, **overrides: Any) -> KodoSandbox:
         load_kodo()  # fail at build time, with the install hint, if kodo is absent
-        return KodoSandbox(self.model_copy(update=overrides) if overrides else self)
+        return KodoSandbox(self.with_overrides(overrides))
 
 
 class KodoSandbox(Sandbox):

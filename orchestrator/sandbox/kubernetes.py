@@ -29,38 +29,35 @@ import concurrent.futures
 import functools
 import json
 import logging
+import math
 import os
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from orchestrator import admission
 from orchestrator.exceptions import (
     RpcTimeoutError,
     SandboxError,
     SandboxStartError,
 )
-from orchestrator.sandbox.base import Sandbox, agent_command, agent_payload
-from orchestrator.sandbox.docker import (
+from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox, agent_command, agent_payload
+from orchestrator.sandbox.kubernetes_stream import ExecTransport, tcp_authenticate
+from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
-    LABEL_HOST,
     LABEL_MANAGED,
     LABEL_OWNER,
-    LABEL_PID,
-    LABEL_PID_START,
     LABEL_RUN,
-    default_owner,
-    process_start_ticks,
+    label_value,
+    owner_process_labels,
 )
-from orchestrator.sandbox.kubernetes_stream import ExecTransport, tcp_authenticate
-from orchestrator.sandbox.rpc import RpcLimits
 from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -76,10 +73,9 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 WS_FRAME_LIMIT = 32 * 1024 * 1024
 
 
-class KubernetesSandboxConfig(BaseModel):
-    """Settings of the Kubernetes backend; ``build()`` makes a sandbox."""
-
-    model_config = ConfigDict(extra="forbid")
+class KubernetesSandboxConfig(ManagedSandboxConfig):
+    """Settings of the Kubernetes backend; ``build()`` makes a sandbox (shared fields: the base;
+    ``ttl`` is also the pod's ``activeDeadlineSeconds``, rounded up)."""
 
     type: Literal["kubernetes"] = "kubernetes"
     image: str = "agentic-rollout/sandbox:latest"
@@ -95,21 +91,13 @@ class KubernetesSandboxConfig(BaseModel):
     run_as_non_root: bool = False
     run_as_user: int | None = None
     workdir: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     image_pull_secrets: list[str] = Field(default_factory=list)
     runtime_class: str | None = Field(None, description="e.g. gvisor or kata")
-    owner: str = Field(default_factory=default_owner)
-    run_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
-    ttl: int = Field(6 * 3600, gt=0, description="activeDeadlineSeconds of the pod")
+    #: a pod is scheduled and its image pulled before the agent can answer
     startup_timeout: float = Field(300.0, gt=0, description="pending -> running, then agent ready")
-    limits: RpcLimits = Field(
-        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
-    )
-    python: str = "python3"
     keepalive: list[str] = Field(default_factory=lambda: ["sleep", "infinity"])
     create_retries: int = Field(5, ge=1)
     name_prefix: str = "agentic"
@@ -145,22 +133,19 @@ class KubernetesSandboxConfig(BaseModel):
     owner_references: bool = True
 
     def build(self, **overrides: Any) -> KubernetesSandbox:
-        return KubernetesSandbox(self.model_copy(update=overrides) if overrides else self)
+        return KubernetesSandbox(self.with_overrides(overrides))
 
     def pod_manifest(self, name: str, sandbox_id: str | None = None) -> dict[str, Any]:
         """The Pod, as JSON: isolation defaults, limits, labels for the reaper."""
-        pid = os.getpid()
         labels = {
             LABEL_MANAGED: "1",
-            LABEL_OWNER: _label_value(self.owner),
-            LABEL_RUN: _label_value(self.run_id),
+            LABEL_OWNER: label_value(self.owner),
+            LABEL_RUN: label_value(self.run_id),
             **self.labels,
         }
         annotations = {
             LABEL_EXPIRES: str(int(time.time() + self.ttl)),
-            LABEL_HOST: socket.gethostname(),
-            LABEL_PID: str(pid),
-            LABEL_PID_START: process_start_ticks(pid),
+            **owner_process_labels(),
             **self.annotations,
         }
         if sandbox_id:
@@ -194,7 +179,7 @@ class KubernetesSandboxConfig(BaseModel):
             container["env"] = [{"name": k, "value": v} for k, v in sorted(self.env.items())]
         spec: dict[str, Any] = {
             "restartPolicy": "Never",
-            "activeDeadlineSeconds": self.ttl,
+            "activeDeadlineSeconds": math.ceil(self.ttl),
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "securityContext": pod_security,
@@ -231,11 +216,6 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def _label_value(value: str) -> str:
-    clean = "".join(c if c.isalnum() or c in "-_." else "-" for c in value)[:63].strip("-_.")
-    return clean or "unknown"
 
 
 _CONFIGS: dict[tuple[bool, str | None, str | None], Any] = {}
@@ -276,15 +256,36 @@ def load_configuration(config: KubernetesSandboxConfig) -> Any:
                 f"cannot load the Kubernetes configuration from {where}"
                 f"{' (context ' + repr(config.context) + ')' if config.context else ''}: {exc}"
             ) from exc
+        # urllib3 would resend a request on a dropped connection by itself, unseen by the API
+        # limiter: the backends' own retry loops resend instead, through the limiter
+        configuration.retries = False
         _CONFIGS[key] = configuration
         return configuration
 
 
-def api_client(config: KubernetesSandboxConfig) -> Any:
-    """A fresh ApiClient (own connection pool) over the process-wide configuration."""
+def api_client(config: KubernetesSandboxConfig, backend: str = "kubernetes") -> Any:
+    """A fresh ApiClient (own connection pool) over the process-wide configuration, every
+    request of which waits for ``backend``'s API limiter (:func:`limit_requests`)."""
     from kubernetes import client
 
-    return client.ApiClient(load_configuration(config))
+    return limit_requests(client.ApiClient(load_configuration(config)), backend)
+
+
+def limit_requests(api: Any, backend: str) -> Any:
+    """Make every HTTP request ``api`` sends (reads, polls, creates, deletes, list and watch,
+    redirects) first wait for the process-wide API limiter of ``backend``, in the sending
+    thread right before the request goes out (``admission.ApiRateLimiter``). The exec
+    handshake does not use this pool: :meth:`KubernetesSandbox._exec_stream` asks itself."""
+    limiter = admission.controller(backend).api
+    pool_manager = api.rest_client.pool_manager
+    send = pool_manager.urlopen
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        limiter.acquire_sync()
+        return send(*args, **kwargs)
+
+    pool_manager.urlopen = limited
+    return api
 
 
 def _api_pool() -> concurrent.futures.ThreadPoolExecutor:
@@ -502,7 +503,7 @@ class KubernetesSandbox(Sandbox):
         if self._core is None:
             from kubernetes import client
 
-            self._api_client = api_client(self.config)
+            self._api_client = api_client(self.config, self.backend)
             self._core = client.CoreV1Api(self._api_client)
         return self._core
 
@@ -720,6 +721,7 @@ class KubernetesSandbox(Sandbox):
     def _exec_stream(self, extra_args: list[str] | None = None) -> Any:
         from kubernetes.stream import stream
 
+        admission.controller(self.backend).api.acquire_sync()  # the handshake is a request too
         return stream(
             self._core_api().connect_get_namespaced_pod_exec,
             self.name,
@@ -808,52 +810,3 @@ def _sandbox_container(pod: Any, preferred: str) -> str:
 def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if len(text) < 400 else text[:400] + "..."
-
-
-def reap_kubernetes(
-    config: KubernetesSandboxConfig,
-    *,
-    run_id: str | None = None,
-    everything: bool = False,
-    dry_run: bool = False,
-) -> list[tuple[str, str]]:
-    """Delete sandbox pods nobody will delete (finished, expired, orphaned); (name, reason)."""
-    from kubernetes import client
-
-    from orchestrator.sandbox.gc import orchestrator_alive
-
-    api = api_client(config)
-    try:
-        core = client.CoreV1Api(api)
-        selector = f"{LABEL_MANAGED}=1" + (f",{LABEL_RUN}={_label_value(run_id)}" if run_id else "")
-        reaped = []
-        now = time.time()
-        from kubernetes.client.exceptions import ApiException
-
-        for pod in core.list_namespaced_pod(config.namespace, label_selector=selector).items:
-            meta = pod.metadata
-            if meta is None or meta.name is None:
-                continue
-            name: str = meta.name
-            notes = dict(meta.annotations or {})
-            reason = None
-            if everything or run_id:
-                reason = "--all" if everything else "run matches"
-            elif pod.status and pod.status.phase in ("Succeeded", "Failed"):
-                reason = f"finished ({pod.status.phase})"
-            elif float(notes.get(LABEL_EXPIRES, "inf")) < now:
-                reason = "expired"
-            elif not orchestrator_alive(notes):
-                reason = "orphaned: its orchestrator process is gone"
-            if reason is None:
-                continue
-            if not dry_run:
-                try:
-                    core.delete_namespaced_pod(name, config.namespace, grace_period_seconds=0)
-                except ApiException as exc:
-                    if exc.status != 404:
-                        raise SandboxError(f"cannot delete pod {name}: {exc.reason}") from exc
-            reaped.append((name, reason))
-        return reaped
-    finally:
-        api.close()

@@ -14,32 +14,25 @@ import tempfile
 import uuid
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from orchestrator.exceptions import SandboxStartError
-from orchestrator.sandbox.base import Sandbox
-from orchestrator.sandbox.rpc import RpcLimits
+from orchestrator.sandbox.base import Sandbox, SandboxConfigBase
 from orchestrator.sandbox.transport import StreamTransport, Transport
 
 log = logging.getLogger(__name__)
 
 
-class LocalSandboxConfig(BaseModel):
-    """Settings of the local (no isolation) backend."""
-
-    model_config = ConfigDict(extra="forbid")
+class LocalSandboxConfig(SandboxConfigBase):
+    """Settings of the local (no isolation) backend (shared fields: the base)."""
 
     type: Literal["local"] = "local"
+    #: the orchestrator's own interpreter: the host may have no ``python3`` on PATH
     python: str = Field(default_factory=lambda: sys.executable)
     workdir: str | None = Field(None, description="run here instead of a fresh temp dir (kept)")
-    env: dict[str, str] = Field(default_factory=dict)
-    startup_timeout: float = Field(30.0, gt=0)
-    limits: RpcLimits = Field(
-        default_factory=RpcLimits, description="host-side bounds on what the sandbox may send"
-    )
 
     def build(self, **overrides: Any) -> LocalSandbox:
-        return LocalSandbox(self.model_copy(update=overrides) if overrides else self)
+        return LocalSandbox(self.with_overrides(overrides))
 
 
 class LocalSandbox(Sandbox):

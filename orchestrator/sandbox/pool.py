@@ -100,8 +100,7 @@ class WarmPool:
         while slot.ready:
             born, sandbox = slot.ready.popleft()
             slot.wake.set()
-            rpc = sandbox._rpc
-            if rpc is None or rpc.closed or now - born > self.max_idle:
+            if not sandbox.connected or now - born > self.max_idle:
                 self.stats.discarded += 1
                 task = asyncio.create_task(sandbox.close())
                 self._closing.add(task)
