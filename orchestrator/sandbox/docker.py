@@ -60,6 +60,8 @@ _disk_unsupported: dict[str, str] = {}
 _engine_storage: dict[str, tuple[str, str]] = {}
 #: daemon URLs warned that the btrfs quota mode of their data root cannot be read here
 _disk_unverified: set[str] = set()
+#: daemon URLs warned that the default disk limit misses a read_only sandbox's workdir volume
+_disk_read_only_warned: set[str] = set()
 #: Default size of a sandbox's writable layer (README, "Sandboxes").
 DEFAULT_DISK = "10g"
 
@@ -229,8 +231,11 @@ class DockerSandbox(Sandbox):
     def _check_disk_enforced(self, api: Any) -> None:
         """Before a create with a disk limit: on btrfs the limit counts only what the sandbox
         writes under simple quotas (``btrfs_quota``); any other mode is a ConfigError, raised
-        before the create so that dockerd never gets to turn full qgroups on itself."""
+        before the create so that dockerd never gets to turn full qgroups on itself. With
+        ``read_only`` the workdir is an anonymous volume, which the limit does not cover."""
         url = daemon_url(self.config.docker_host)
+        if self.config.read_only and self.config.workdir:
+            self._disk_not_covered(url)
         storage = _engine_storage.get(url)
         if storage is None:
             info = api.info()
@@ -284,6 +289,24 @@ class DockerSandbox(Sandbox):
                 detail,
                 url,
                 DEFAULT_DISK,
+            )
+
+    def _disk_not_covered(self, url: str) -> None:
+        detail = (
+            f"with read_only, the workdir {self.config.workdir!r} is an anonymous volume "
+            "outside the writable layer, which the disk limit does not cover"
+        )
+        if "disk" in self.config.model_fields_set:
+            raise ConfigError(
+                f"disk={self.config.disk!r} cannot be enforced: {detail}; drop read_only or "
+                "workdir, or set disk: null"
+            )
+        with _version_lock:
+            first = url not in _disk_read_only_warned
+            _disk_read_only_warned.add(url)
+        if first:
+            log.warning(
+                "sandboxes on %s: %s - a command can fill the host's disk there", url, detail
             )
 
     def _tmpfs(self) -> dict[str, str]:

@@ -276,6 +276,38 @@ async def test_host_btrfs_engine_not_on_simple_quotas_is_refused_before_create(
         await server.wait_closed()
 
 
+async def test_host_read_only_workdir_volume_is_not_covered_by_the_disk_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # with read_only the workdir is an anonymous volume: no storage_opt size reaches it
+    root = tmp_path / "docker"
+    _fake_btrfs_host(tmp_path, root, "squota")
+    monkeypatch.setattr(btrfs_quota, "MOUNTINFO", str(tmp_path / "mountinfo"))
+    monkeypatch.setattr(btrfs_quota, "SYS_FS_BTRFS", str(tmp_path / "sys"))
+    btrfs_quota._located.cache_clear()
+    daemon = _FakeDaemon(str(tmp_path / "docker.sock"), driver="btrfs", root=str(root))
+    server = await asyncio.start_unix_server(daemon.handle, daemon.path)
+    url = f"unix://{daemon.path}"
+    try:
+        explicit = docker_config(docker_host=url, disk="5g", read_only=True, workdir="/work")
+        with pytest.raises(ConfigError, match="the workdir '/work' is an anonymous volume"):
+            await explicit.build().start()
+        assert daemon.creates == []
+        with caplog.at_level(logging.WARNING, logger="orchestrator.sandbox.docker"):
+            for _ in range(2):
+                default = docker_config(docker_host=url, read_only=True, workdir="/work")
+                with pytest.raises(Exception, match="attach refused"):
+                    await default.build().start()
+        warned = [r for r in caplog.records if "is an anonymous volume" in r.message]
+        assert len(warned) == 1 and len(daemon.creates) == 2
+    finally:
+        btrfs_quota._located.cache_clear()
+        docker_backend._engine_storage.pop(url, None)
+        docker_backend._disk_read_only_warned.discard(url)
+        server.close()
+        await server.wait_closed()
+
+
 # ---- tool timeouts
 
 
