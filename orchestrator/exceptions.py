@@ -30,6 +30,10 @@
         │                                     limit (a 1 GiB line, a reply for an unknown id):
         │                                     the host closed it
         ├── DownloadTooLargeError             a download out of the sandbox passed its byte cap
+        ├── ForkError                         fork/snapshot impossible: n < 1, a dead or
+        │   │                                 unstarted parent, a child that did not start
+        │   └── SnapshotTooLargeError         the portable snapshot's work directory is over
+        │                                     its size cap (measured before any byte moves)
         ├── RpcTimeoutError (TimeoutError)    no reply within the host-side deadline
         └── RemoteError                       a structured error replied by the in-sandbox agent
             ├── MalformedFrameError           the agent could not parse a frame we sent
@@ -179,6 +183,15 @@ class SandboxProtocolError(SandboxConnectionError):
 
 class DownloadTooLargeError(SandboxError):
     """A download out of the sandbox passed its byte cap (``max_download_bytes``)."""
+
+
+class ForkError(SandboxError):
+    """A fork or snapshot cannot be made (bad n, a parent that is not running, a child that
+    failed to start: the children already made are removed)."""
+
+
+class SnapshotTooLargeError(ForkError):
+    """The work directory a portable snapshot would stream is over its size cap."""
 
 
 class RpcTimeoutError(SandboxError, TimeoutError):

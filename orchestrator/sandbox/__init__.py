@@ -54,10 +54,24 @@ def _load(spec: str) -> Any:
 def sandbox_config(
     data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any
 ) -> SandboxConfig:
-    """Build a backend config from a dict (``type`` picks the backend; default docker)."""
+    """Build a backend config from a dict (``type`` picks the backend; default docker).
+
+    ``from_snapshot=snap`` (a :class:`~orchestrator.sandbox.fork.Snapshot`): sandboxes start
+    from the snapshot, with the snapshot's backend config and the given keys over it.
+    """
     if data is not None and not isinstance(data, dict):
         return data
     values = {**(data or {}), **kwargs}
+    snapshot = values.pop("from_snapshot", None)
+    if snapshot is not None:
+        from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
+
+        if not isinstance(snapshot, Snapshot):
+            raise ConfigError(
+                "from_snapshot takes a Snapshot (sandbox.snapshot()), got "
+                f"{type(snapshot).__name__}"
+            )
+        return SnapshotConfig(snapshot, values)
     kind = str(values.get("type", "docker"))
     spec = BACKENDS.get(kind, kind if ":" in kind else None)
     if spec is None:

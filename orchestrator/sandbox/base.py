@@ -17,10 +17,10 @@ import os
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
@@ -36,6 +36,9 @@ from orchestrator.exceptions import (
 from orchestrator.sandbox.labels import default_owner
 from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
+
+if TYPE_CHECKING:
+    from orchestrator.sandbox.fork import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +233,10 @@ class Sandbox(abc.ABC):
         #: seconds start() waited for admission (orchestrator.admission)
         self.queue_seconds: float = 0.0
         self._permit: Permit | None = None
+        #: a snapshot restored right after the agent answers (``from_snapshot``; fork.py)
+        self.restore_from: Snapshot | None = None
+        #: awaited once after teardown (a fork's child releases its snapshot image)
+        self.after_close: list[Callable[[], Awaitable[None]]] = []
 
     # ---- backend hooks
 
@@ -287,6 +294,10 @@ class Sandbox(abc.ABC):
                 raise SandboxStartError(
                     f"{self.describe()}: the in-sandbox agent did not become ready: {why or exc}"
                 ) from exc
+            if self.restore_from is not None:
+                from orchestrator.sandbox.fork import restore
+
+                await restore(self, self.restore_from)
         except BaseException as exc:
             metrics.sandbox_start_failed(self.backend, exc)
             await self.close()
@@ -310,6 +321,11 @@ class Sandbox(abc.ABC):
             finally:
                 if self._permit is not None:
                     self._permit.release()
+                for hook in self.after_close:
+                    try:
+                        await asyncio.shield(hook())
+                    except Exception as exc:  # cleanup of a snapshot must not mask the close
+                        log.warning("%s: after-close hook failed: %s", self.describe(), exc)
 
     async def __aenter__(self) -> Self:
         if self._rpc is not None and not self._closed:  # started already (a warm pool's)
@@ -338,6 +354,43 @@ class Sandbox(abc.ABC):
         """Started and its agent's stream still open (what a warm pool checks before handing
         a sandbox out); False before start, after close or once the stream dropped."""
         return self._rpc is not None and not self._rpc.closed and not self._closed
+
+    # ---- fork and snapshot (orchestrator/sandbox/fork.py)
+
+    async def fork(
+        self,
+        n: int,
+        *,
+        into: Sequence[Sandbox] | None = None,
+        portable: bool = False,
+        max_snapshot_bytes: int | None = None,
+    ) -> list[Sandbox]:
+        """n new started sandboxes with this one's filesystem and its sessions' cwd and
+        exported env, each independent afterwards (the caller closes them). ``into``: fill
+        these already started sandboxes instead (portable copy of the work directory).
+        Raises :class:`~orchestrator.exceptions.ForkError`; partial failures remove what
+        was made."""
+        from orchestrator.sandbox.fork import DEFAULT_MAX_SNAPSHOT_BYTES, fork
+
+        return await fork(
+            self,
+            n,
+            into=into,
+            portable=portable,
+            max_bytes=max_snapshot_bytes or DEFAULT_MAX_SNAPSHOT_BYTES,
+        )
+
+    async def snapshot(
+        self, *, portable: bool = False, max_snapshot_bytes: int | None = None
+    ) -> Snapshot:
+        """This sandbox's state as a :class:`~orchestrator.sandbox.fork.Snapshot`; start
+        sandboxes from it with ``sandbox_config(..., from_snapshot=snap)``; ``delete()`` it
+        when done."""
+        from orchestrator.sandbox.fork import DEFAULT_MAX_SNAPSHOT_BYTES, take_snapshot
+
+        return await take_snapshot(
+            self, portable=portable, max_bytes=max_snapshot_bytes or DEFAULT_MAX_SNAPSHOT_BYTES
+        )
 
     # ---- commands
 

@@ -496,6 +496,20 @@ class DockerSandbox(Sandbox):
                 self._http.close()
             self._api.close()
 
+    async def commit_snapshot(self) -> str:
+        """``docker commit`` of this container (paused meanwhile, so the layer is consistent):
+        the image id of a snapshot (orchestrator/sandbox/fork.py), labelled like a sandbox
+        plus ``agentic-rollout.kind=snapshot`` so ``gc`` reaps it."""
+        from orchestrator.sandbox.fork import LABEL_KIND
+
+        if self._api is None or self.container_id is None:
+            raise SandboxStartError(f"{self.describe()} has no container to snapshot")
+        labels = {**self.labels(), LABEL_KIND: "snapshot"}
+        result = await asyncio.to_thread(
+            self._api.commit, self.container_id, conf={"Labels": labels}, pause=True
+        )
+        return str(result["Id"])
+
     async def kill(self) -> None:
         """Kill the container now (fault injection and tests); close() still removes it."""
         if self.container_id is not None:

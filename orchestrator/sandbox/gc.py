@@ -84,6 +84,10 @@ def reap_docker(
                 except docker.errors.APIError:
                     removed = False
             found.append(Reaped(info["Id"][:12], name, reason, removed))
+        # after the containers: a snapshot image is removable once nothing runs from it
+        found += reap_snapshot_images(
+            api, now=now, run_id=run_id, everything=everything, dry_run=dry_run
+        )
         from orchestrator import metrics
 
         metrics.sandboxes_reaped("docker", sum(r.removed for r in found))
@@ -146,3 +150,34 @@ def reap_kubernetes(
         return reaped
     finally:
         api.close()
+
+
+def reap_snapshot_images(
+    api: Any, *, now: float, run_id: str | None, everything: bool, dry_run: bool
+) -> list[Reaped]:
+    """Snapshot images (orchestrator/sandbox/fork.py) past their expiry or whose orchestrator
+    is gone; one still used by a container is left (reported ``removed=False``)."""
+    import docker.errors
+
+    from orchestrator.sandbox.fork import LABEL_KIND
+
+    found: list[Reaped] = []
+    for info in api.images(filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_KIND}=snapshot"]}):
+        labels: dict[str, str] = info.get("Labels") or {}
+        reason = garbage_reason(
+            {"Labels": labels, "State": "running"}, now=now, run_id=run_id, everything=everything
+        )
+        if reason is None:
+            continue
+        removed = False
+        if not dry_run:
+            try:
+                api.remove_image(info["Id"], force=False, noprune=False)
+                removed = True
+            except docker.errors.NotFound:
+                removed = True
+            except docker.errors.APIError:  # still used by a container
+                removed = False
+        image_id = str(info["Id"]).removeprefix("sha256:")[:12]
+        found.append(Reaped(image_id, f"snapshot {image_id}", reason, removed))
+    return found
