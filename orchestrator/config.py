@@ -68,6 +68,10 @@ class AgenticRolloutConfig(BaseModel):
     #: sandboxes kept started ahead of time per sandbox config (0: start each on demand); see
     #: orchestrator.sandbox.pool - a sandbox is still never reused across trajectories
     warm_pool: int = Field(0, ge=0)
+    #: samples per task (GRPO's n): task "x" runs as "x#0".."x#{n-1}"; a task with ``setup``
+    #: runs it once in one sandbox that is then forked n times (each sample in its own fork);
+    #: a group counts as one of ``concurrent_requests``
+    group_size: int = Field(1, ge=1)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     trajectory_timeout: float = Field(1800.0, gt=0, description="seconds per trajectory")

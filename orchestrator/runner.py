@@ -15,6 +15,7 @@ nothing half-done and removes this run's containers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import re
@@ -216,7 +217,7 @@ class AgenticRollout:
             # only what will run needs checking: a rerun with everything final needs no LLM
             if self.store is not None:
                 self.store.refresh()  # reads only: a failed preflight writes nothing
-            pending = self._plan(items.tasks, retry_set, RunSummary())
+            pending = self._plan(self._samples(items.tasks), retry_set, RunSummary())
             if pending:
                 await self.preflight([t for t, _ in pending])
         log.debug(
@@ -229,7 +230,7 @@ class AgenticRollout:
             self.store.acquire(run_id=self.run_id)  # StoreLockedError: another run writes there
         interrupted = True
         try:
-            plan = self._plan(items.tasks, retry_set, summary)
+            plan = self._plan(self._samples(items.tasks), retry_set, summary)
             semaphore = asyncio.Semaphore(self.config.concurrent_requests)
             if plan and self.config.warm_pool and self.config.uses_sandbox and self._pool is None:
                 self._pool = WarmPool(self.config.warm_pool)
@@ -238,8 +239,10 @@ class AgenticRollout:
             # (batch_size is the seed's and does not cap it: batch_size=1 with
             # concurrent_requests=4 runs 4 at a time, as the seed's does)
             jobs = [
-                asyncio.ensure_future(self._guarded(t, attempt, semaphore, on_event))
-                for t, attempt in plan
+                asyncio.ensure_future(self._guarded_group(group, semaphore, on_event))
+                if len(group) > 1
+                else asyncio.ensure_future(self._guarded_one(*group[0], semaphore, on_event))
+                for group in self._groups(plan)
             ]
             try:
                 finished = await asyncio.gather(*jobs)
@@ -250,7 +253,7 @@ class AgenticRollout:
                     job.cancel()
                 await asyncio.gather(*jobs, return_exceptions=True)
                 raise
-            summary.trajectories = list(finished)
+            summary.trajectories = [t for done in finished for t in done]
             interrupted = False
         finally:
             try:
@@ -293,6 +296,38 @@ class AgenticRollout:
             out.tasks.append(task)
         if duplicates:
             raise TaskError(f"duplicate task ids: {', '.join(sorted(duplicates))}")
+        return out
+
+    def _samples(self, tasks: list[Task]) -> list[Task]:
+        """Each task as ``group_size`` samples ``id#i`` (itself when group_size is 1)."""
+        n = self.config.group_size
+        if n == 1:
+            return tasks
+        return [
+            t.model_copy(
+                update={
+                    "id": f"{t.id}#{i}",
+                    "metadata": {**t.metadata, "group": {"id": t.id, "index": i, "size": n}},
+                }
+            )
+            for t in tasks
+            for i in range(n)
+        ]
+
+    def _groups(self, plan: list[tuple[Task, int]]) -> list[list[tuple[Task, int]]]:
+        """The plan's samples of one task together when they share a setup (one sandbox
+        prepared, then forked); every other sample on its own."""
+        groups: dict[str, list[tuple[Task, int]]] = {}
+        out: list[list[tuple[Task, int]]] = []
+        for task, attempt in plan:
+            group = task.metadata.get("group")
+            if group is None or not task.setup or not self.config.uses_sandbox:
+                out.append([(task, attempt)])
+                continue
+            if group["id"] not in groups:
+                groups[group["id"]] = []
+                out.append(groups[group["id"]])
+            groups[group["id"]].append((task, attempt))
         return out
 
     def _plan(
@@ -386,6 +421,11 @@ class AgenticRollout:
         self._active_retry = self._retry
         return await self._run_task(task, client, attempt=attempt)
 
+    async def _guarded_one(
+        self, task: Task, attempt: int, semaphore: asyncio.Semaphore, on_event: EventFn | None
+    ) -> list[Trajectory]:
+        return [await self._guarded(task, attempt, semaphore, on_event)]
+
     async def _guarded(
         self, task: Task, attempt: int, semaphore: asyncio.Semaphore, on_event: EventFn | None
     ) -> Trajectory:
@@ -397,12 +437,81 @@ class AgenticRollout:
                 on_event("finished", task, traj)
             return traj
 
-    async def _run_task(self, task: Task, llm: LLMClient, *, attempt: int = 1) -> Trajectory:
+    async def _guarded_group(
+        self,
+        samples: list[tuple[Task, int]],
+        semaphore: asyncio.Semaphore,
+        on_event: EventFn | None,
+    ) -> list[Trajectory]:
+        """The samples of one task: its setup runs once, the prepared sandbox is forked once
+        per sample, each sample runs in its own fork (any failure is every sample's error)."""
+        async with semaphore:
+            prepared = asyncio.ensure_future(self._prepare_group(samples[0][0], len(samples)))
+
+            async def run(i: int, task: Task, attempt: int) -> Trajectory:
+                async def acquire() -> tuple[Sandbox, dict[str, Any]]:
+                    children, info = await asyncio.shield(prepared)
+                    return children[i], info
+
+                if on_event:
+                    on_event("started", task, None)
+                traj = await self._run_task(task, self.llm, attempt=attempt, acquire=acquire)
+                if on_event:
+                    on_event("finished", task, traj)
+                return traj
+
+            try:
+                return list(
+                    await asyncio.gather(*(run(i, t, a) for i, (t, a) in enumerate(samples)))
+                )
+            finally:
+                if not prepared.done():
+                    prepared.cancel()
+                with contextlib.suppress(BaseException):  # each sample recorded its error
+                    children, _ = await prepared
+                    # close() is idempotent: this removes only forks no sample took
+                    await asyncio.gather(*(c.close() for c in children))
+
+    async def _prepare_group(self, task: Task, n: int) -> tuple[list[Sandbox], dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        parent = await _start_cancel_safe(sandbox_config(self._sandbox_values(task)).build())
+        async with parent:
+            t0 = loop.time()
+            await self._run_setup(parent, task)
+            t1 = loop.time()
+            children = await parent.fork(n)
+            info = {
+                "parent": parent.name,
+                "setup_seconds": round(t1 - t0, 3),
+                "fork_seconds": round(loop.time() - t1, 3),
+            }
+        log.debug("group %s: setup once in %s, forked %d", task.id, parent.name, n)
+        return children, info
+
+    async def _run_setup(self, sandbox: Sandbox, task: Task) -> None:
+        for command in task.setup:
+            result = await sandbox.run(command, timeout=600)
+            if not result.ok:
+                raise TaskError(
+                    f"setup command failed (exit {result.exit_code}): {command[:200]}\n"
+                    f"{result.output[-1000:]}"
+                )
+
+    async def _run_task(
+        self,
+        task: Task,
+        llm: LLMClient,
+        *,
+        attempt: int = 1,
+        acquire: Callable[[], Awaitable[tuple[Sandbox, dict[str, Any]]]] | None = None,
+    ) -> Trajectory:
         traj = Trajectory(request_id=task.id, agent_type=self._agent.name, attempt=attempt)
         traj.metadata["run_id"] = self.run_id
         log.debug("trajectory %s: start (attempt %d)", task.id, attempt)
         try:
-            await asyncio.wait_for(self._execute(task, llm, traj), self.config.trajectory_timeout)
+            await asyncio.wait_for(
+                self._execute(task, llm, traj, acquire), self.config.trajectory_timeout
+            )
         except asyncio.TimeoutError:
             traj.add_error(
                 f"trajectory exceeded {self.config.trajectory_timeout:g}s", type_="Timeout"
@@ -460,7 +569,15 @@ class AgenticRollout:
                 traj.metadata["save_error"] = str(exc)
         return traj
 
-    async def _execute(self, task: Task, llm: LLMClient, traj: Trajectory) -> None:
+    async def _execute(
+        self,
+        task: Task,
+        llm: LLMClient,
+        traj: Trajectory,
+        acquire: Callable[[], Awaitable[tuple[Sandbox, dict[str, Any]]]] | None = None,
+    ) -> None:
+        if "group" in task.metadata:
+            traj.metadata["group"] = dict(task.metadata["group"])
         only = self.config.tools
         tools = self.tools.fork(self.config.tools_config, only=only)
         if not self.config.uses_sandbox:
@@ -469,7 +586,10 @@ class AgenticRollout:
                 await self.after_agent(task, traj, None)
             return
         values = self._sandbox_values(task)
-        if self._pool is not None:
+        if acquire is not None:  # a fork of the group's prepared sandbox: setup already ran
+            sandbox, info = await acquire()
+            traj.metadata["group"].update(info, forked=True)
+        elif self._pool is not None:
             traj.metadata["warm_pool"] = self._pool.ready(values) > 0
             sandbox = await self._pool.acquire(values)
         else:
@@ -481,13 +601,8 @@ class AgenticRollout:
             traj.metadata["queue_wait"] = (
                 0.0 if traj.metadata.get("warm_pool") else round(sandbox.queue_seconds, 4)
             )
-            for command in task.setup:
-                result = await sandbox.run(command, timeout=600)
-                if not result.ok:
-                    raise TaskError(
-                        f"setup command failed (exit {result.exit_code}): {command[:200]}\n"
-                        f"{result.output[-1000:]}"
-                    )
+            if acquire is None:
+                await self._run_setup(sandbox, task)
             await self._agent.run(task, llm, tools, sandbox, trajectory=traj)
             if self.after_agent is not None:
                 await self.after_agent(task, traj, sandbox)

@@ -235,3 +235,60 @@ async def test_kubernetes_snapshot_size_cap_fails_fast_and_leaks_nothing(
 async def test_local_backend_refuses_to_fork(local_sandbox: Any) -> None:
     with pytest.raises(ForkError, match="no isolation"):
         await local_sandbox.fork(1)
+
+
+async def test_group_rollout_runs_setup_once_and_each_sample_in_its_own_fork(
+    tmp_path: Any,
+) -> None:
+    from orchestrator.config import AgenticRolloutConfig
+    from orchestrator.runner import AgenticRollout
+    from orchestrator.tasks import Task
+    from orchestrator.testing import ScriptedLLM, tool_call
+    from tests.conftest import SANDBOX_IMAGE, TEST_RUN_ID
+
+    probe = (
+        "cat /workspace/token; echo; wc -l < /workspace/setup-runs; pwd; echo $GROUP_ENV; "
+        "touch /workspace/sample-$RANDOM$RANDOM; ls /workspace | grep -c sample-"
+    )
+    script = [tool_call("bash", {"command": probe}), lambda m: m[-1]["content"]]
+    llm = ScriptedLLM.by_prompt({"group task": script})
+    config = AgenticRolloutConfig(
+        agent_type="tool",
+        group_size=3,
+        concurrent_requests=2,
+        trajectory_save_path=str(tmp_path / "out.jsonl"),
+        sandbox={"type": "docker", "image": SANDBOX_IMAGE, "run_id": TEST_RUN_ID},
+    )
+    setup = [
+        # a random token: n setups would leave n different tokens in the samples
+        "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n' > /workspace/token",
+        "echo ran >> /workspace/setup-runs",
+        "mkdir -p /workspace/w && cd /workspace/w && export GROUP_ENV=carried",
+    ]
+    tasks = [
+        Task(id="g1", prompt="group task one", setup=setup),
+        Task(id="g2", prompt="group task two", setup=setup),
+        Task(id="solo", prompt="group task solo"),  # no setup: plain samples, no fork
+    ]
+    summary = await AgenticRollout(config, llm_client=llm).run(tasks)
+    by_id = {t.request_id: t for t in summary.trajectories}
+    assert sorted(by_id) == sorted(f"{g}#{i}" for g in ("g1", "g2", "solo") for i in range(3))
+    tokens = {}
+    for g in ("g1", "g2"):
+        answers = [by_id[f"{g}#{i}"].get_final_response() or "" for i in range(3)]
+        lines = [a.splitlines() for a in answers]
+        # one setup: the same token, one line in setup-runs, its cwd and env in every sample
+        assert len({ln[0] for ln in lines}) == 1, answers
+        assert all(ln[1:5] == ["1", "/workspace/w", "carried", "1"] for ln in lines), answers
+        tokens[g] = lines[0][0]
+        groups = [by_id[f"{g}#{i}"].metadata["group"] for i in range(3)]
+        assert [x["index"] for x in groups] == [0, 1, 2]
+        assert {x["id"] for x in groups} == {g} and {x["size"] for x in groups} == {3}
+        assert all(x["forked"] for x in groups) and len({x["parent"] for x in groups}) == 1
+        # each sample in its own sandbox (a fork), none of them the parent
+        sandboxes = {by_id[f"{g}#{i}"].metadata["sandbox"] for i in range(3)}
+        assert len(sandboxes) == 3 and groups[0]["parent"] not in sandboxes
+    assert tokens["g1"] != tokens["g2"]
+    solo = [by_id[f"solo#{i}"] for i in range(3)]
+    assert all("forked" not in t.metadata["group"] for t in solo)
+    assert summary.by_status == {"completed": 9}
