@@ -46,6 +46,9 @@ from agents.base import _jsonable
 from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
+from orchestrator.groups import GroupMember, SnapshotGroups
+from orchestrator.sandbox import sandbox_config
+from orchestrator.sandbox.fork import Snapshot
 from orchestrator.store import TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.tokens import (
@@ -98,6 +101,13 @@ class VerlLoopSettings(BaseModel):
     #: also append every trajectory (messages, tools, timings, tokens) to this JSONL file;
     #: ``{pid}`` in it becomes the process id (VERL runs several agent-loop worker processes)
     save_path: str | None = None
+    #: GRPO's n (``actor_rollout_ref.rollout.n``): the samples of one prompt whose row has
+    #: ``setup`` share it - the first runs it once in a sandbox that is snapshotted, each sample
+    #: starts from the snapshot (orchestrator/groups.py); None: every sample runs its setup
+    group_size: int | None = Field(None, ge=1)
+    #: seconds a group's snapshot outlives its last sample's arrival when the group never
+    #: completes in this process (samples split across worker processes)
+    group_linger: float = Field(600.0, gt=0)
 
     @field_validator("admission", mode="before")
     @classmethod
@@ -234,6 +244,16 @@ def _known_family(hf_model_type: str | None) -> bool:
 _stores: dict[str, TrajectoryStore] = {}
 
 
+_GROUPS: dict[float, SnapshotGroups] = {}
+
+
+def _groups(linger: float) -> SnapshotGroups:
+    """One registry per worker process (per linger setting): samples of a prompt meet here."""
+    if linger not in _GROUPS:
+        _GROUPS[linger] = SnapshotGroups(linger=linger)
+    return _GROUPS[linger]
+
+
 def _store(path: str) -> TrajectoryStore:
     path = path.replace("{pid}", str(os.getpid()))
     if path not in _stores:
@@ -348,7 +368,16 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
                 from orchestrator.swe.run import _evaluate_in_rollout_sandbox
 
                 rollout.after_agent = _evaluate_in_rollout_sandbox
-            traj = await rollout.run_one(task)
+            member = None
+            if self.settings.group_size and task.setup:
+                member, task = await self._join_group(kwargs, task)
+            try:
+                traj = await rollout.run_one(task)
+            finally:
+                if member is not None:
+                    await member.release()
+            if member is not None:
+                traj.metadata["group"] = member.info
             traj.metadata["task_id"] = task.metadata.get("row_id")
             traj.metadata["tokens"] = client.ledger.to_dict()
             if self.settings.save_path:
@@ -363,6 +392,41 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         else:
             output.response_logprobs = None
         return output
+
+    async def _join_group(self, row: dict[str, Any], task: Task) -> tuple[GroupMember, Task]:
+        """This sample's group (same prompt row: VERL's ``uid``, else the row's content) and the
+        task that starts from the group's snapshot with its setup already done."""
+        key = str(_plain(row.get("uid")) or "") or json.dumps(
+            [_plain(row.get("raw_prompt")), _plain(row.get("extra_info"))],
+            sort_keys=True,
+            default=str,
+        )
+        values = {**self.settings.sandbox, **task.sandbox}
+
+        async def prepare() -> Snapshot:
+            from orchestrator.runner import _start_cancel_safe
+
+            parent = await _start_cancel_safe(sandbox_config(values).build())
+            async with parent:
+                for command in task.setup:
+                    result = await parent.run(command, timeout=600)
+                    if not result.ok:
+                        raise TaskError(
+                            f"setup command failed (exit {result.exit_code}): {command[:200]}"
+                            f"\n{result.output[-1000:]}"
+                        )
+                return await parent.snapshot()
+
+        groups = _groups(self.settings.group_linger)
+        member = groups.join(key, self.settings.group_size or 1, prepare)
+        try:
+            snap = await member.snapshot()
+        except BaseException:
+            await member.release()
+            raise
+        return member, task.model_copy(
+            update={"setup": [], "sandbox": {**task.sandbox, "from_snapshot": snap}}
+        )
 
     def _output(
         self,

@@ -162,7 +162,12 @@ class SnapshotConfig:
                 f"from_snapshot: snapshot {snapshot.id} is a {snapshot.backend} snapshot; "
                 f"it cannot start a {kind} sandbox"
             )
-        if snapshot.kind == "image" and "image" in overrides:
+        # the run config's own image (the one the snapshot was taken from) is fine
+        if (
+            snapshot.kind == "image"
+            and "image" in overrides
+            and overrides.pop("image") != getattr(snapshot.config, "image", None)
+        ):
             raise ConfigError("from_snapshot: the snapshot's image is the image; drop 'image'")
         unknown = set(overrides) - set(type(snapshot.config).model_fields)
         if unknown:
