@@ -75,13 +75,6 @@ _MEASURE = (
     "  if t>cap:print(t,n);sys.exit(3)\n"
     "print(t,n)"
 )
-_EMPTY = (
-    "import os,shutil,sys\n"
-    "r=sys.argv[1]\n"
-    "for e in os.listdir(r):\n"
-    " p=os.path.join(r,e)\n"
-    " shutil.rmtree(p) if os.path.isdir(p) and not os.path.islink(p) else os.unlink(p)"
-)
 
 
 class SessionState(BaseModel):
@@ -310,11 +303,15 @@ async def restore(sandbox: Sandbox, snapshot: Snapshot) -> None:
     if snapshot.kind == "archive" and snapshot.archive and snapshot.workdir:
         workdir = snapshot.workdir
         await sandbox.mkdir(workdir)
-        emptied = await sandbox.exec([_python(sandbox), "-c", _EMPTY, workdir], timeout=300)
-        if not emptied.ok:
-            raise ForkError(
-                f"{sandbox.describe()}: cannot empty {workdir}: {emptied.stderr[-300:]}"
+        # emptied through the agent's own file calls: no process spawned per child
+        entries = await sandbox.list_dir(workdir, depth=1, max_entries=100000)
+        await asyncio.gather(
+            *(
+                sandbox.remove(e.path, recursive=e.type == "directory")
+                for e in entries
+                if e.path.rstrip("/") != workdir
             )
+        )
         await sandbox.upload_tar(_file_chunks(snapshot.archive), workdir)
     await restore_sessions(sandbox, snapshot.sessions)
 
