@@ -27,7 +27,7 @@ from orchestrator.sandbox.docker import DockerSandboxConfig
 
 SETUP = (
     "sleep {seconds}; mkdir -p /workspace/proj/pkg && cd /workspace/proj && "
-    "seq 1 200000 > data.txt && for i in $(seq 1 50); do echo \"x = $i\" > pkg/m$i.py; done && "
+    'seq 1 200000 > data.txt && for i in $(seq 1 50); do echo "x = $i" > pkg/m$i.py; done && '
     "export PREPARED=1"
 )
 

@@ -97,3 +97,17 @@ def test_demo_command_is_a_real_offline_rollout(tmp_path: Path) -> None:
     assert "rollout summary" in proc.stdout
     stored = list(read_trajectories(tmp_path / "trajectories.jsonl"))
     assert len(stored) == 5 and all(t.usage.completion_tokens > 0 for t in stored)
+
+
+@pytest.mark.docker
+def test_fork_tree_search_example_branches_and_keeps_the_best() -> None:
+    import docker
+
+    client = docker.from_env()
+    snapshots = {"label": "agentic-rollout.kind=snapshot"}
+    before = {i.id for i in client.images.list(filters=snapshots)}
+    out = _run("fork_tree_search.py")
+    assert "depth 2: score 3 <- sed -i 's/return a$/return -a/' calc.py" in out
+    assert "status: completed" in out and "score 3/3" in out and "return a * b" in out
+    # every branch's snapshot image went with its branches (forks of forks included)
+    assert {i.id for i in client.images.list(filters=snapshots)} <= before

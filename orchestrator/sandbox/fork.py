@@ -110,6 +110,11 @@ class Snapshot(BaseModel):
     created: float = Field(default_factory=time.time)
     source: str = ""
     deleted: bool = False
+    #: the snapshot the source sandbox itself was started from (a fork of a fork): its image
+    #: is the parent of this one's and can only go after it
+    base: Snapshot | None = None
+    #: delete() was asked while a later snapshot's image still depended on this one
+    pending_delete: bool = False
 
     async def delete(self) -> None:
         """Remove the image or archive (idempotent; an image still used by a sandbox stays
@@ -128,11 +133,21 @@ class Snapshot(BaseModel):
                 try:
                     api.remove_image(self.image, force=False, noprune=False)
                 except Exception as exc:  # in use, daemon down: gc reaps it later
+                    if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                        return  # pruned with the image committed on top of it
+                    if "dependent child images" in str(exc):
+                        # a fork of one of our children committed on top of this image: it
+                        # goes when that snapshot goes (below)
+                        self.deleted, self.pending_delete = False, True
+                        return
                     log.warning("snapshot image %s not removed (%s); gc reaps it", self.image, exc)
                 finally:
                     api.close()
 
             await asyncio.to_thread(remove)
+        if self.deleted and self.base is not None and self.base.pending_delete:
+            self.base.deleted = self.base.pending_delete = False
+            await self.base.delete()
 
     def config_for_child(self, **overrides: Any) -> Any:
         """The backend config a sandbox started from this snapshot uses."""
@@ -350,6 +365,7 @@ async def take_snapshot(
             image=image,
             sessions=sessions,
             source=sandbox.name,
+            base=sandbox.restore_from,
         )
     path, workdir, size = await _archive(sandbox, info, max_bytes, snap_id)
     return Snapshot(

@@ -162,7 +162,10 @@ def reap_snapshot_images(
     from orchestrator.sandbox.fork import LABEL_KIND
 
     found: list[Reaped] = []
-    for info in api.images(filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_KIND}=snapshot"]}):
+    images = api.images(filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_KIND}=snapshot"]})
+    # newest first: a fork of a fork is committed on top of the older snapshot, which can
+    # only be removed after it
+    for info in sorted(images, key=lambda i: -int(i.get("Created") or 0)):
         labels: dict[str, str] = info.get("Labels") or {}
         reason = garbage_reason(
             {"Labels": labels, "State": "running"}, now=now, run_id=run_id, everything=everything
