@@ -163,6 +163,21 @@ def _plots(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return result, plots.summary_lines(result)
 
 
+def _fork_arguments(p: argparse.ArgumentParser) -> None:
+    _image(p)
+    p.add_argument("-n", type=int, default=8, help="children of the fork")
+    p.add_argument("--setup-seconds", type=float, default=10.0, help="the setup's sleep")
+    p.add_argument("--starts", type=int, default=3, help="cold starts (median)")
+
+
+def _fork(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    fork = load("fork")
+    result: dict[str, Any] = asyncio.run(
+        fork.run(image=args.image, n=args.n, setup_seconds=args.setup_seconds, starts=args.starts)
+    )
+    return result, fork.summary_lines(result)
+
+
 #: name -> benchmark, in the order ``bench --help`` lists them
 BENCHMARKS: dict[str, Benchmark] = {
     "rpc": Benchmark(
@@ -190,6 +205,11 @@ BENCHMARKS: dict[str, Benchmark] = {
         "many trajectories with random injected faults; counts lost, duplicated and leaked",
         _soak_arguments,
         _soak,
+    ),
+    "fork": Benchmark(
+        "fork of n from a sandbox whose setup took >= 10 s, beside n cold starts + n setups",
+        _fork_arguments,
+        _fork,
     ),
     "plots": Benchmark(
         "PNG plots and markdown tables from the benchmarks' JSON files", _plots_arguments, _plots
