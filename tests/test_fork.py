@@ -22,6 +22,7 @@ from orchestrator.sandbox.docker import LABEL_MANAGED, LABEL_RUN
 from orchestrator.sandbox.fork import LABEL_KIND
 from orchestrator.sandbox.gc import reap_snapshot_images
 from tests.conftest import docker_config, kube_config
+from tests.test_agent_sandbox import as_double  # noqa: F401 - the agent-sandbox double
 
 pytestmark = pytest.mark.docker
 
@@ -292,3 +293,25 @@ async def test_group_rollout_runs_setup_once_and_each_sample_in_its_own_fork(
     solo = [by_id[f"solo#{i}"] for i in range(3)]
     assert all("forked" not in t.metadata["group"] for t in solo)
     assert summary.by_status == {"completed": 9}
+
+
+async def test_agent_sandbox_fork_portable(as_double: Any) -> None:  # noqa: F811
+    from tests.test_agent_sandbox import cfg, wait_pool_ready
+
+    await wait_pool_ready(as_double, "pool", 2)
+    async with cfg(as_double).build() as parent:
+        await _prepare(parent)
+        children = await parent.fork(2)
+        try:
+            for child in children:
+                assert type(child) is type(parent)
+                assert child.settings.type == "agent-sandbox"  # type: ignore[attr-defined]
+                await _check_child(child, parent)
+            await _check_independent(parent, children)
+        finally:
+            for child in children:
+                await child.close()
+        # size cap on this path too: refused before any claim is made
+        assert (await parent.run("truncate -s 5G /workspace/huge.bin")).ok
+        with pytest.raises(SnapshotTooLargeError):
+            await parent.fork(2)

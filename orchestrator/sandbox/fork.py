@@ -194,7 +194,11 @@ class SnapshotConfig:
 
 
 def _config_of(sandbox: Sandbox) -> BaseModel:
-    cfg = getattr(sandbox, "config", None)
+    # the config that built it: agent-sandbox keeps its own as ``settings`` (``config`` is
+    # the Pod transport's part)
+    cfg = getattr(sandbox, "settings", None)
+    if not (isinstance(cfg, BaseModel) and hasattr(cfg, "build")):
+        cfg = getattr(sandbox, "config", None)
     if not isinstance(cfg, BaseModel):
         raise ForkError(f"{sandbox.describe()}: its backend keeps no config to start children")
     return cfg
@@ -359,7 +363,7 @@ async def take_snapshot(
             raise ForkError(f"cannot snapshot {sandbox.describe()}: commit failed: {exc}") from exc
         return Snapshot(
             id=snap_id,
-            backend=sandbox.backend,
+            backend=str(getattr(config, "type", sandbox.backend)),
             kind="image",
             config=config,
             image=image,
@@ -370,7 +374,7 @@ async def take_snapshot(
     path, workdir, size = await _archive(sandbox, info, max_bytes, snap_id)
     return Snapshot(
         id=snap_id,
-        backend=sandbox.backend,
+        backend=str(getattr(config, "type", sandbox.backend)),
         kind="archive",
         config=config,
         archive=path,
