@@ -292,8 +292,9 @@ async def _archive(
     try:
         # tar headers and padding add to the measured sizes: the cap is on the content
         # members relative to the work directory ("./..."), extracted into the child's
+        # gzip: compressed once in the parent, it is n times fewer bytes through the streams
         async for chunk in sandbox.download_tar(
-            ["."], base=workdir, max_bytes=max_bytes + (64 << 20)
+            ["."], base=workdir, compress=True, max_bytes=max_bytes + (64 << 20)
         ):
             size += len(chunk)
             await asyncio.to_thread(out.write, chunk)
@@ -351,10 +352,11 @@ async def take_snapshot(
         raise ConfigError(f"max_snapshot_bytes must be > 0, got {max_bytes}")
     info = await _check_alive(sandbox)
     config = _config_of(sandbox)
-    sessions = await capture_sessions(sandbox, list(info.get("sessions") or []))
+    names = list(info.get("sessions") or [])
     snap_id = uuid.uuid4().hex[:12]
     commit: Callable[[], Awaitable[str]] | None = getattr(sandbox, "commit_snapshot", None)
     if commit is not None and not portable and not getattr(config, "read_only", False):
+        sessions = await capture_sessions(sandbox, names)
         try:
             image = await commit()
         except AgenticRolloutError:
@@ -371,7 +373,19 @@ async def take_snapshot(
             source=sandbox.name,
             base=sandbox.restore_from,
         )
-    path, workdir, size = await _archive(sandbox, info, max_bytes, snap_id)
+    # the sessions are read while the work directory streams out (both in the parent)
+    captured, archived = await asyncio.gather(
+        capture_sessions(sandbox, names),
+        _archive(sandbox, info, max_bytes, snap_id),
+        return_exceptions=True,
+    )
+    if isinstance(archived, BaseException):
+        raise archived
+    path, workdir, size = archived
+    if isinstance(captured, BaseException):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise captured
     return Snapshot(
         id=snap_id,
         backend=str(getattr(config, "type", sandbox.backend)),
@@ -380,7 +394,7 @@ async def take_snapshot(
         archive=path,
         workdir=workdir,
         size=size,
-        sessions=sessions,
+        sessions=captured,
         source=sandbox.name,
     )
 
