@@ -125,6 +125,28 @@ async def test_docker_snapshot_starts_many_later_and_gc_reaps_it() -> None:
     await snap.delete()  # idempotent after gc
 
 
+async def test_gc_reaps_a_snapshot_whose_orchestrator_is_gone() -> None:
+    import subprocess
+
+    # a process that existed and is gone: its pid in the labels, as after a SIGKILL
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    async with docker_config().build() as sb:
+        labels = {**sb.labels(), LABEL_KIND: "snapshot", "agentic-rollout.pid": str(dead.pid)}
+        api = docker.APIClient()
+        image = api.commit(sb.container_id, conf={"Labels": labels})["Id"]  # type: ignore[attr-defined]
+    try:
+        reaped = reap_snapshot_images(
+            api, now=time.time(), run_id=None, everything=False, dry_run=False
+        )
+        mine = [r for r in reaped if image.removeprefix("sha256:").startswith(r.container_id)]
+        assert mine and mine[0].removed and mine[0].reason.startswith("orphaned")
+        assert not _image_exists(image)
+    finally:
+        if _image_exists(image):
+            api.remove_image(image)
+
+
 async def test_from_snapshot_bad_inputs() -> None:
     async with docker_config().build() as parent:
         snap = await parent.snapshot()
