@@ -337,3 +337,15 @@ async def test_agent_sandbox_fork_portable(as_double: Any) -> None:  # noqa: F81
         assert (await parent.run("truncate -s 5G /workspace/huge.bin")).ok
         with pytest.raises(SnapshotTooLargeError):
             await parent.fork(2)
+
+
+async def test_docker_read_only_sandbox_forks_through_the_work_directory() -> None:
+    # the work directory is a volume, outside the committed layer: the archive path carries it
+    async with docker_config(read_only=True, workdir="/workspace").build() as parent:
+        await _prepare(parent)
+        (child,) = await parent.fork(1)
+        try:
+            await _check_child(child, parent)
+            assert child.config.image == parent.config.image  # type: ignore[attr-defined]
+        finally:
+            await child.close()
