@@ -473,18 +473,37 @@ class AgenticRollout:
                     await asyncio.gather(*(c.close() for c in children))
 
     async def _prepare_group(self, task: Task, n: int) -> tuple[list[Sandbox], dict[str, Any]]:
+        """Setup once, then n forks. Docker forks by image (the whole writable layer, after
+        the setup). Other backends copy the work directory anyway, so their n children start
+        while the setup runs (a pod start takes seconds) and are filled afterwards."""
         loop = asyncio.get_running_loop()
-        parent = await _start_cancel_safe(sandbox_config(self._sandbox_values(task)).build())
-        async with parent:
-            t0 = loop.time()
-            await self._run_setup(parent, task)
-            t1 = loop.time()
-            children = await parent.fork(n)
-            info = {
-                "parent": parent.name,
-                "setup_seconds": round(t1 - t0, 3),
-                "fork_seconds": round(loop.time() - t1, 3),
-            }
+        values = self._sandbox_values(task)
+        prestart = str(values.get("type", "docker")) not in ("docker", "local")
+        blanks = [sandbox_config(values).build() for _ in range(n)] if prestart else []
+        starting = [asyncio.ensure_future(_start_cancel_safe(b)) for b in blanks]
+        try:
+            parent = await _start_cancel_safe(sandbox_config(values).build())
+            async with parent:
+                t0 = loop.time()
+                await self._run_setup(parent, task)
+                t1 = loop.time()
+                if prestart:
+                    await asyncio.gather(*starting)
+                    children = await parent.fork(n, into=blanks)
+                else:
+                    children = await parent.fork(n)
+                info = {
+                    "parent": parent.name,
+                    "setup_seconds": round(t1 - t0, 3),
+                    "fork_seconds": round(loop.time() - t1, 3),
+                    "prestarted": prestart,
+                }
+        except BaseException:
+            for start in starting:
+                start.cancel()
+            await asyncio.gather(*starting, return_exceptions=True)
+            await asyncio.gather(*(b.close() for b in blanks), return_exceptions=True)
+            raise
         log.debug("group %s: setup once in %s, forked %d", task.id, parent.name, n)
         return children, info
 

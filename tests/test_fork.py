@@ -263,11 +263,25 @@ async def test_local_backend_refuses_to_fork(local_sandbox: Any) -> None:
 async def test_group_rollout_runs_setup_once_and_each_sample_in_its_own_fork(
     tmp_path: Any,
 ) -> None:
+    from tests.conftest import SANDBOX_IMAGE, TEST_RUN_ID
+
+    await _group_rollout(
+        tmp_path, {"type": "docker", "image": SANDBOX_IMAGE, "run_id": TEST_RUN_ID}
+    )
+
+
+async def test_group_rollout_on_kubernetes_prestarts_the_forks(
+    tmp_path: Any, kube_double: Any
+) -> None:
+    values = kube_config(kube_double, workdir="/workspace").model_dump(mode="json")
+    await _group_rollout(tmp_path, values)
+
+
+async def _group_rollout(tmp_path: Any, sandbox: dict[str, Any]) -> None:
     from orchestrator.config import AgenticRolloutConfig
     from orchestrator.runner import AgenticRollout
     from orchestrator.tasks import Task
     from orchestrator.testing import ScriptedLLM, tool_call
-    from tests.conftest import SANDBOX_IMAGE, TEST_RUN_ID
 
     probe = (
         "cat /workspace/token; echo; wc -l < /workspace/setup-runs; pwd; echo $GROUP_ENV; "
@@ -280,7 +294,7 @@ async def test_group_rollout_runs_setup_once_and_each_sample_in_its_own_fork(
         group_size=3,
         concurrent_requests=2,
         trajectory_save_path=str(tmp_path / "out.jsonl"),
-        sandbox={"type": "docker", "image": SANDBOX_IMAGE, "run_id": TEST_RUN_ID},
+        sandbox=sandbox,
     )
     setup = [
         # a random token: n setups would leave n different tokens in the samples
@@ -308,6 +322,8 @@ async def test_group_rollout_runs_setup_once_and_each_sample_in_its_own_fork(
         assert [x["index"] for x in groups] == [0, 1, 2]
         assert {x["id"] for x in groups} == {g} and {x["size"] for x in groups} == {3}
         assert all(x["forked"] for x in groups) and len({x["parent"] for x in groups}) == 1
+        # Docker forks by image after the setup; Kubernetes children start during it
+        assert {x["prestarted"] for x in groups} == {sandbox["type"] == "kubernetes"}
         # each sample in its own sandbox (a fork), none of them the parent
         sandboxes = {by_id[f"{g}#{i}"].metadata["sandbox"] for i in range(3)}
         assert len(sandboxes) == 3 and groups[0]["parent"] not in sandboxes
