@@ -22,6 +22,7 @@ from orchestrator.sandbox.base import (
     SearchMatch,
     SearchResult,
 )
+from orchestrator.sandbox.fork import Snapshot
 
 #: short name -> "module:ConfigClass"
 BACKENDS: dict[str, str] = {
@@ -64,7 +65,7 @@ def sandbox_config(
     values = {**(data or {}), **kwargs}
     snapshot = values.pop("from_snapshot", None)
     if snapshot is not None:
-        from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
+        from orchestrator.sandbox.fork import SnapshotConfig
 
         if not isinstance(snapshot, Snapshot):
             raise ConfigError(
@@ -100,5 +101,6 @@ __all__ = [
     "SandboxConfig",
     "SearchMatch",
     "SearchResult",
+    "Snapshot",
     "sandbox_config",
 ]
