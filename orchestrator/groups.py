@@ -106,7 +106,8 @@ class SnapshotGroups:
             snap = await prepare()
         except BaseException as exc:
             group.future.set_exception(exc)
-            self._open.pop(group.key, None) if self._open.get(group.key) is group else None
+            if self._open.get(group.key) is group:  # later samples of the key try afresh
+                del self._open[group.key]
             return
         group.info = {"prepare_seconds": round(time.monotonic() - t0, 3), "snapshot": snap.id}
         group.future.set_result(snap)
