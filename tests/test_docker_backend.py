@@ -60,7 +60,11 @@ async def test_isolation_defaults_are_applied(client: Any) -> None:
         assert host["NanoCpus"] == 500_000_000
         assert host["PidsLimit"] == 99
         assert host["Init"] is False  # the agent itself is PID 1 (see below)
-        assert host["Binds"] in (None, []) and not attrs["Mounts"]
+        # one mount only: the direct channel's directory, read-only
+        assert host["Binds"] in (None, [])
+        assert [(m["Type"], m["Destination"], m["RW"]) for m in attrs["Mounts"]] == [
+            ("bind", "/.agentic-rollout", False)
+        ]
         labels = attrs["Config"]["Labels"]
         assert labels[LABEL_MANAGED] == "1" and labels[LABEL_RUN] == TEST_RUN_ID
         assert labels[LABEL_PID] == str(os.getpid())

@@ -10,6 +10,15 @@ no network, no put_archive); wait for its ping. No ``docker exec`` is involved: 
 the orchestrator goes away, so the container stops even after a SIGKILL; ``gc.py`` removes it.
 The container is removed in ``close()``, which ``async with`` always calls.
 
+Transport (``transport: socket``, the default): dockerd stays out of the data path. The host
+listens on a unix socket in a per-sandbox directory (``transport.UnixChannel``) bind-mounted
+read-only at ``/.agentic-rollout``; the agent gets a per-sandbox secret on the attach stream,
+connects, proves it, and says so on the attach stream; the host stops listening and the RPC
+runs on that socket (the attach stream then only carries stderr). Where the directory cannot be
+made or mounted (a remote daemon, a daemon that sees another filesystem, a runtime directory
+of the wrong owner) it falls back to the attach stream and warns once; ``info()`` and the
+diagnosis say which transport a sandbox uses.
+
 Disk: the writable layer is capped by ``disk`` (``storage_opt size``: btrfs, zfs, overlay2 on
 xfs with ``pquota``). On an engine that cannot enforce it, an explicit ``disk`` is a
 ConfigError naming the storage driver; the default warns once per daemon and runs unlimited.
@@ -26,6 +35,7 @@ hundreds of concurrent sandboxes and ties their lifetimes together.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -40,7 +50,12 @@ from pydantic import Field
 from orchestrator.exceptions import ConfigError, SandboxStartError
 from orchestrator.sandbox import btrfs_quota
 from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox
-from orchestrator.sandbox.docker_http import DockerHTTP, DockerHTTPError, unix_socket_path
+from orchestrator.sandbox.docker_http import (
+    DockerHTTP,
+    DockerHTTPError,
+    DockerURLError,
+    unix_socket_path,
+)
 from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
     LABEL_MANAGED,
@@ -48,7 +63,15 @@ from orchestrator.sandbox.labels import (
     LABEL_RUN,
     owner_process_labels,
 )
-from orchestrator.sandbox.transport import DockerAttachTransport, Transport
+from orchestrator.sandbox.transport import (
+    CHANNEL_MOUNT,
+    CHANNEL_SOCKET,
+    DockerAttachTransport,
+    SocketTransport,
+    Transport,
+    UnixChannel,
+    runtime_root,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +87,8 @@ _disk_unverified: set[str] = set()
 _disk_read_only_warned: set[str] = set()
 #: Default size of a sandbox's writable layer (README, "Sandboxes").
 DEFAULT_DISK = "10g"
+#: why sandboxes fell back to the attach stream, each said once per process
+_fallbacks_warned: set[str] = set()
 
 
 def daemon_url(base_url: str | None = None) -> str:
@@ -124,6 +149,17 @@ class DockerSandboxConfig(ManagedSandboxConfig):
     log_max_size: str = Field(
         "1m", description="most bytes dockerd keeps of the agent's stdout/stderr (local driver)"
     )
+    transport: Literal["socket", "attach"] = Field(
+        "socket",
+        description="'socket': RPC over a unix socket in a per-sandbox host directory "
+        "bind-mounted into the sandbox (dockerd out of the data path; falls back to 'attach', "
+        "with a warning, where it cannot be used); 'attach': over the container's attach stream",
+    )
+    runtime_dir: str | None = Field(
+        None,
+        description="host directory (0700, ours) for the sandboxes' socket directories; "
+        "default $XDG_RUNTIME_DIR/agentic-rollout or /tmp/agentic-rollout-<uid>",
+    )
 
     def build(self, **overrides: Any) -> DockerSandbox:
         return DockerSandbox(self.with_overrides(overrides))
@@ -147,6 +183,13 @@ def _storage_opt(container_config: dict[str, Any]) -> Any:
     return container_config.get("HostConfig", {}).get("StorageOpt")
 
 
+def _bind_refused(message: str) -> bool:
+    """Whether a create error is the engine refusing the channel's bind mount ("invalid mount
+    config for type "bind": bind source path does not exist", ...)."""
+    text = message.lower()
+    return "bind" in text and ("mount" in text or "source" in text)
+
+
 def _storage_opt_refused(message: str, container_config: dict[str, Any]) -> bool:
     """Whether a create error is the engine refusing the disk limit (overlay2 without xfs
     pquota: "--storage-opt is supported only for overlay over xfs with 'pquota' mount
@@ -168,6 +211,10 @@ class DockerSandbox(Sandbox):
         self._api: Any = None
         self._attach_sock: Any = None
         self._http: DockerHTTP | None = None
+        self._channel: UnixChannel | None = None
+        #: the RPC's transport: "socket" (direct) or "attach"; with why, when it fell back
+        self.transport_kind = "attach"
+        self.transport_note: str | None = None
         self._memory = parse_memory(config.memory)
         self._disk = parse_memory(config.disk) if config.disk else None
         parse_memory(config.log_max_size)  # a typo fails here, not at create
@@ -188,17 +235,98 @@ class DockerSandbox(Sandbox):
         }
 
     async def _open(self) -> Transport:
+        self._channel = self._make_channel()
         try:
             sock = await asyncio.to_thread(self._create_and_attach)
         except (SandboxStartError, ConfigError):
             raise
+        except DockerURLError as exc:
+            raise ConfigError(str(exc)) from exc
         except Exception as exc:  # requests/urllib3/socket errors: the daemon is not answering
             host = self.config.docker_host or "the local Docker socket"
             raise SandboxStartError(
                 f"{self.describe()}: Docker daemon unreachable at {host}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-        return await DockerAttachTransport.from_socket(sock)
+        attach = await DockerAttachTransport.from_socket(sock)
+        if self._channel is None:
+            return attach
+        return await self._connect_direct(attach, self._channel)
+
+    def _make_channel(self) -> UnixChannel | None:
+        """The per-sandbox socket directory, or None (attach stream) with the reason noted."""
+        if self.config.transport != "socket":
+            return None
+        if self.agent_override is not None:
+            # another agent (tests of a compromised one) speaks on the attach stream it was
+            # written for; the RPC reader and its limits are the same code on both transports
+            self.transport_note = "a replacement agent (agent_override) uses the attach stream"
+            return None
+        if unix_socket_path(daemon_url(self.config.docker_host)) is None:
+            self._fall_back("remote", "the Docker daemon is not on a local unix socket")
+            return None
+        try:
+            return UnixChannel(runtime_root(self.config.runtime_dir), self.name)
+        except OSError as exc:
+            self._fall_back("dir", f"cannot create the socket directory: {exc}")
+            return None
+
+    def _fall_back(self, kind: str, reason: str) -> None:
+        self.transport_kind = "attach"
+        self.transport_note = f"fell back to the attach stream: {reason}"
+        key = f"{daemon_url(self.config.docker_host)}:{kind}"
+        if key not in _fallbacks_warned:
+            _fallbacks_warned.add(key)
+            log.warning(
+                "Docker sandboxes use the attach stream instead of a direct socket (%s); "
+                "every RPC byte goes through dockerd",
+                reason,
+            )
+
+    async def _connect_direct(
+        self, attach: DockerAttachTransport, channel: UnixChannel
+    ) -> Transport:
+        """Stream the agent and the secret in; the agent says on the attach stream whether it
+        connected; if so, take its connection (proving the secret) and stop listening."""
+        await attach.write(b"".join(self.agent_payload()) + channel.secret_line)
+        self.agent_injected = True
+        try:
+            line = await asyncio.wait_for(attach.read_line(), self.startup_timeout)
+        except asyncio.TimeoutError:
+            line = b""
+        if not line:  # the agent died or hangs: start()'s ping reports it with a diagnosis
+            channel.close()
+            return attach
+        try:
+            status = json.loads(line)
+        except ValueError:
+            status = None
+        if not isinstance(status, dict) or "direct" not in status:
+            channel.close()
+            raise SandboxStartError(
+                f"{self.describe()}: the agent's first line is not its transport status: "
+                f"{line[:200]!r}"
+            )
+        if status["direct"] is not True:
+            channel.close()
+            self._fall_back("connect", f"the agent could not connect: {status.get('reason')}")
+            return attach
+        try:
+            reader, writer = await channel.accept(timeout=10.0)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise SandboxStartError(
+                f"{self.describe()}: the agent said it connected to {channel.path} but no "
+                f"connection proved the sandbox's secret: {exc}"
+            ) from exc
+        self.transport_kind = "socket"
+        return SocketTransport(reader, writer, attach)
+
+    async def info(self) -> dict[str, Any]:
+        result = await super().info()
+        result["transport"] = self.transport_kind
+        if self.transport_note:
+            result["transport_note"] = self.transport_note
+        return result
 
     def host_config(self, api: Any) -> Any:
         """The isolation defaults and limits of this sandbox (also the benchmark's baseline)."""
@@ -316,82 +444,58 @@ class DockerSandbox(Sandbox):
         return tmpfs
 
     def _mounts(self) -> list[Any] | None:
-        if not (self.config.read_only and self.config.workdir):
-            return None
         from docker.types import Mount
 
-        # an anonymous volume: Docker fills it with the image's content at that path
-        return [Mount(target=self.config.workdir, source=None, type="volume")]
+        mounts = []
+        if self.config.read_only and self.config.workdir:
+            # an anonymous volume: Docker fills it with the image's content at that path
+            mounts.append(Mount(target=self.config.workdir, source=None, type="volume"))
+        if self._channel is not None:
+            # read-only: the sandbox can connect to the socket, never add or replace a file
+            mounts.append(
+                Mount(
+                    target=CHANNEL_MOUNT,
+                    source=str(self._channel.dir),
+                    type="bind",
+                    read_only=True,
+                )
+            )
+        return mounts or None
 
-    def _create_and_attach(self) -> socket.socket:
-        import docker.errors
+    def _command(self) -> list[str]:
+        argv = self.agent_argv(self.config.python)
+        if self._channel is not None:
+            argv += ["--connect", f"{CHANNEL_MOUNT}/{CHANNEL_SOCKET}"]
+        return argv
 
+    def _container_config(self, api: Any) -> dict[str, Any]:
         cfg = self.config
-        self._api = api = docker_api(cfg.docker_host)
-        if self._storage_opt() is not None:
-            self._check_disk_enforced(api)
-        host_config = self.host_config(api)
-        container_config = api.create_container_config(
+        container_config: dict[str, Any] = api.create_container_config(
             image=cfg.image,
-            command=self.agent_argv(cfg.python),
+            command=self._command(),
             user=cfg.user or "",
             working_dir=cfg.workdir,
             environment=cfg.env or None,
             labels=self.labels(),
-            host_config=host_config,
+            host_config=self.host_config(api),
             network_disabled=cfg.network == "none",
             stdin_open=True,
         )
         container_config["StdinOnce"] = True  # stdin closes when we detach: the agent exits
-        path = unix_socket_path(daemon_url(cfg.docker_host))
-        if path is not None:
-            return self._create_and_attach_http(path, api.api_version, container_config)
-        t0 = time.perf_counter()
-        try:
-            try:
-                self.container_id = api.create_container_from_config(container_config, self.name)[
-                    "Id"
-                ]
-            except docker.errors.APIError as exc:
-                if not _storage_opt_refused(str(exc.explanation or exc), container_config):
-                    raise
-                self._disk_refused(api, str(exc.explanation or exc))
-                del container_config["HostConfig"]["StorageOpt"]
-                self.container_id = api.create_container_from_config(container_config, self.name)[
-                    "Id"
-                ]
-        except docker.errors.ImageNotFound as exc:
-            raise SandboxStartError(self._image_missing(exc.explanation)) from exc
-        except docker.errors.APIError as exc:
-            raise SandboxStartError(
-                f"{self.describe()}: create failed: {exc.explanation or exc}"
-            ) from exc
-        try:
-            self._attach_sock = api.attach_socket(
-                self.container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
-            api.start(self.container_id)
-        except docker.errors.APIError as exc:
-            raise SandboxStartError(self._start_failure(exc)) from exc
-        self.raw_start_seconds = time.perf_counter() - t0
-        raw: socket.socket = self._attach_sock._sock
-        return raw
+        return container_config
 
-    def _create_and_attach_http(
-        self, path: str, version: str, container_config: dict[str, Any]
-    ) -> socket.socket:
-        """The same calls as plain HTTP on the socket (see docker_http)."""
-        self._http = http = DockerHTTP(path, version)
+    def _create_and_attach(self) -> socket.socket:
+        """Create, attach, start: one code path, plain HTTP on the daemon's socket (see
+        docker_http for why not docker-py, which only builds the configs here)."""
+        cfg = self.config
+        self._api = api = docker_api(cfg.docker_host)
+        if self._storage_opt() is not None:
+            self._check_disk_enforced(api)
+        container_config = self._container_config(api)
+        self._http = http = DockerHTTP(daemon_url(cfg.docker_host), api.api_version)
         t0 = time.perf_counter()
         try:
-            try:
-                self.container_id = http.create(container_config, self.name)
-            except DockerHTTPError as exc:
-                if not _storage_opt_refused(exc.message, container_config):
-                    raise
-                self._disk_refused(self._api, exc.message)
-                del container_config["HostConfig"]["StorageOpt"]
-                self.container_id = http.create(container_config, self.name)
+            self.container_id = self._create(http, api, container_config)
         except DockerHTTPError as exc:
             if exc.status == 404 and "image" in exc.message.lower():
                 raise SandboxStartError(self._image_missing(exc.message)) from exc
@@ -403,6 +507,27 @@ class DockerSandbox(Sandbox):
             raise SandboxStartError(self._start_failure(exc)) from exc
         self.raw_start_seconds = time.perf_counter() - t0
         return sock
+
+    def _create(self, http: DockerHTTP, api: Any, container_config: dict[str, Any]) -> str:
+        """Create the container; what the engine refuses but we can do without (the disk
+        limit's default, the channel's bind mount) is dropped and the create retried."""
+        for _ in range(3):
+            try:
+                return http.create(container_config, self.name)
+            except DockerHTTPError as exc:
+                if _storage_opt_refused(exc.message, container_config):
+                    self._disk_refused(api, exc.message)
+                    del container_config["HostConfig"]["StorageOpt"]
+                elif self._channel is not None and _bind_refused(exc.message):
+                    # a daemon that does not see our filesystem (another host, a VM, a
+                    # different mount namespace): no direct socket, the attach stream works
+                    self._channel.close()
+                    self._channel = None
+                    self._fall_back("bind", f"the engine cannot mount it: {exc.message}")
+                    container_config = self._container_config(api)
+                else:
+                    raise
+        return http.create(container_config, self.name)
 
     def _image_missing(self, detail: object) -> str:
         return (
@@ -436,11 +561,15 @@ class DockerSandbox(Sandbox):
         if state is None:
             return f"container {self.name} no longer exists"
         if state.get("Running"):
-            return f"the stream to container {self.name} closed while it still runs"
+            return (
+                f"the stream to container {self.name} closed while it still runs "
+                f"(transport: {self.transport_kind})"
+            )
         code = state.get("ExitCode")
         oom = " (OOM killed)" if state.get("OOMKilled") else ""
         status = state.get("Status")
         text = f"container {self.name} is not running: status {status}, exit code {code}{oom}"
+        text += f" (transport: {self.transport_kind})"
         logs = self._logs_tail()
         if code == 127 or ("exec " in logs and "failed" in logs):
             text = (
@@ -463,13 +592,13 @@ class DockerSandbox(Sandbox):
         await asyncio.to_thread(self._remove)
 
     def _remove(self) -> None:
-        import docker.errors
-
         if self._attach_sock is not None:
             try:
                 self._attach_sock.close()
             except OSError:
                 pass
+        if self._channel is not None:
+            self._channel.close()
         if self._api is None:
             return
         try:
@@ -479,10 +608,6 @@ class DockerSandbox(Sandbox):
                 except DockerHTTPError as exc:
                     if exc.status != 404:
                         raise
-            elif self.container_id is not None:
-                self._api.remove_container(self.container_id, force=True, v=True)
-        except docker.errors.NotFound:
-            pass
         except Exception as exc:  # daemon down or restarting: never mask the trajectory's outcome
             if "already in progress" not in str(exc):
                 log.warning(

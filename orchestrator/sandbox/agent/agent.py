@@ -337,6 +337,8 @@ def watchdog_forever(guard, reap, interval=1.0):
         if reap:
             reap_orphans()
         guard.check()
+        if _OOM_SEEN[0] is not None:
+            _OOM_SEEN[0] = _oom_kills()
 
 
 def reap_orphans():
@@ -574,6 +576,31 @@ def _oom_kills():
     return None
 
 
+#: the cgroup's OOM-kill count as last read (None: never read, or no memory cgroup)
+_OOM_SEEN = [None]
+
+
+def oom_baseline():
+    """The OOM-kill count before a command, without a read per call: the last value read (the
+    watchdog refreshes it once a second). Read now only the first time."""
+    if _OOM_SEEN[0] is None:
+        _OOM_SEEN[0] = _oom_kills()
+    return _OOM_SEEN[0]
+
+
+def oom_since(before, code, ended=False):
+    """Whether the OOM killer struck since ``before``. Read only when the command's end says it
+    was killed (a signal, an exit status over 128, bash gone): an OOM kill is a SIGKILL, so a
+    normal exit needs no cgroup read. An unrelated OOM kill in the last second before the
+    command started may be counted against a command that was killed anyway."""
+    if not (ended or code is None or code < 0 or code >= 128):
+        return False
+    now = _oom_kills()
+    if now is not None:
+        _OOM_SEEN[0] = now
+    return before is not None and now is not None and now > before
+
+
 def _memory_limit():
     for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
@@ -726,6 +753,7 @@ class Session(object):
             "builtin set -m",
             "builtin echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
             "__ag_state=%s" % _sh_quote(self.state_file),
+            "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
             '__ag_done() { { builtin export -p; builtin declare -f; } > "$__ag_state" '
             '2>/dev/null; builtin printf \'%s%%s:%%s:%%s\\n\' "$2" "$1" "$3"; }'
@@ -805,11 +833,11 @@ class Session(object):
                 "%s; %d bytes of their output were discarded" % (self.flooded, dropped)
             )
             self.flooded = None
-        call.oom_before = _oom_kills()
+        call.oom_before = oom_baseline()
         self._send(
             (
-                "__ag_seq=%d; builtin . %s </dev/null; __ag_done $? %d\n"
-                % (self.seq, _sh_quote(cmd_file), self.seq)
+                # short: bash reads a line from a pipe one byte (one syscall) at a time
+                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $? %d\n' % (self.seq, self.seq)
             ).encode()
         )
         return call
@@ -918,8 +946,7 @@ class Session(object):
         return False
 
     def _result(self, call, restarted):
-        oom_after = _oom_kills()
-        oom = call.oom_before is not None and oom_after is not None and oom_after > call.oom_before
+        oom = oom_since(call.oom_before, call.exit_code, call.ended or call.stopping)
         if self.guard is not None:
             with self.guard.lock:
                 pass  # a kill in progress (it may be what ended this command) is logged first
@@ -1007,6 +1034,7 @@ class Agent(object):
     def __init__(self, in_fd, out_fd):
         self.in_fd = in_fd
         self.out_fd = out_fd
+        self.channel = None  # the direct socket (connect_direct), when there is one
         self.write_lock = threading.Lock()
         self.sessions = {}
         self.sessions_lock = threading.Lock()
@@ -1339,7 +1367,7 @@ class Agent(object):
             env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")}
         env.update(_env_param(params))
         started = time.monotonic()
-        oom_before = _oom_kills()
+        oom_before = oom_baseline()
         guard_mark = self.guard.kills
         try:
             proc = spawn(
@@ -1391,8 +1419,7 @@ class Agent(object):
         forget(proc)
         proc.stdout.close()
         proc.stderr.close()
-        oom_after = _oom_kills()
-        oom = oom_before is not None and oom_after is not None and oom_after > oom_before
+        oom = oom_since(oom_before, code, timed_out or cancelled)
         result = {
             "stdout": out.text(),
             "stderr": err.text(),
@@ -1922,8 +1949,11 @@ def _stat_dict(path, st):
 
 
 def _make_private_dir():
+    # /dev/shm first: a tmpfs. Every command writes its command file and bash its saved state
+    # there; on a disk filesystem rewriting a file costs ~2 ms (ext4 flushes a truncated file
+    # on close), most of a trivial call. Present and writable on read-only root filesystems.
     base = os.environ.get("TMPDIR") or "/tmp"
-    for candidate in (base, "/tmp", "/dev/shm", os.getcwd()):
+    for candidate in ("/dev/shm", base, "/tmp", os.getcwd()):
         path = os.path.join(candidate, "agentic-%d-%s" % (os.getpid(), os.urandom(4).hex()))
         try:
             os.mkdir(path, 0o700)
@@ -1998,6 +2028,8 @@ def main(argv=None):
         if "--listen" in args:
             serve_tcp(agent, args[args.index("--listen") + 1], out_fd)
         else:
+            if "--connect" in args:
+                connect_direct(agent, args[args.index("--connect") + 1])
             agent.serve()
     finally:
         agent.close()
@@ -2044,6 +2076,33 @@ def serve_tcp(agent, address, announce_fd):
             agent.serve()
         finally:
             conn.close()
+
+
+def connect_direct(agent, path):
+    """Direct unix-socket mode (Docker): the host listens at ``path`` (a read-only bind mount of
+    a host directory); we read the per-sandbox secret from the stream we were started on,
+    connect, send the secret, then say on that stream whether it worked and serve the socket
+    (or, when it did not, the stream itself, as without ``--connect``).
+
+    Done before any command exists, so none can see the secret or race us to the socket; the
+    socket is close-on-exec, and ``harden()`` runs before the first command.
+    """
+    import socket
+
+    secret = _read_secret_line(agent.in_fd)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        conn.sendall(secret + b"\n")
+    except OSError as exc:
+        conn.close()
+        reason = "%s: %s" % (path, exc.strerror or exc)
+        agent.send({"id": None, "direct": False, "reason": reason})
+        return
+    agent.send({"id": None, "direct": True})
+    agent.channel = conn  # referenced while served: its collection would close the fd
+    agent.in_fd = os.dup(conn.fileno())  # non-inheritable, like every fd Python makes
+    agent.out_fd = conn.fileno()
 
 
 def _read_secret_line(fd):
