@@ -2,14 +2,17 @@
 
 In one process, one run, one image:
 
-(a) our RPC: ``true`` in a persistent session of a running sandbox;
+(a) our RPC: ``true`` in a persistent session of a running sandbox, over the direct unix
+    socket (the default transport) and, as ``rpc_attach``, over the container's attach stream
+    (dockerd in the data path) in a second sandbox;
 (b) ``docker exec`` of ``true`` per call through the SDK (exec_create + exec_start), which is
     what kodo, R2E-Gym and mini-swe-agent do for every command — against the same container;
 (c) sandbox ready time (create -> agent answers its first ping) vs a raw create+start of the
     same image with the same limits running ``sleep infinity``.
 
 (a) and (b) are interleaved in rounds, and so are the two halves of (c), so drift in machine
-load affects both sides alike. Also reports the agent's RSS in an idle sandbox.
+load affects both sides alike. Also reports the agent's RSS in an idle sandbox and the memory
+charged to a live sandbox's cgroup (agent, bash, page cache) after the calls.
 
 (d) system-wide CPU (``bench/sysstat.py``: the whole machine's CPU from ``/proc/stat``, split
     into orchestrator / engine / sandboxes / rest) per trivial call in a sandbox, and per
@@ -100,9 +103,11 @@ async def run(
             if info.get("rss_bytes"):
                 rss_idle.append(int(info["rss_bytes"]))
 
-    async with config.build() as sandbox:
-        assert isinstance(sandbox, DockerSandbox)
+    async with config.build() as sandbox, config.build(transport="attach") as via_attach:
+        assert isinstance(sandbox, DockerSandbox) and isinstance(via_attach, DockerSandbox)
         await sandbox.run("true")
+        await via_attach.run("true")
+        transports = (sandbox.transport_kind, via_attach.transport_kind)
         api = docker_api(docker_host)
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -115,6 +120,7 @@ async def run(
                     )
                 timings = await _measure(
                     sandbox,
+                    via_attach,
                     api,
                     swerex=swerex,
                     calls=calls,
@@ -124,7 +130,9 @@ async def run(
         finally:
             api.close()
         rss_after = (await sandbox.info()).get("rss_bytes")
-        system_cpu = await _system_cpu(sandbox, config, calls=calls, cycles=starts)
+        assert sandbox.container_id is not None
+        sandbox_memory = sysstat.cgroup_memory(sandbox.container_id)
+        system_cpu = await _system_cpu(sandbox, via_attach, config, calls=calls, cycles=starts)
 
     result: dict[str, Any] = {
         "image": image,
@@ -135,6 +143,9 @@ async def run(
         "raw_all_ms": [r * 1000 for r in raw],
         "agent_rss_idle_mb": statistics.median(rss_idle) / 2**20 if rss_idle else None,
         "agent_rss_after_calls_mb": rss_after / 2**20 if rss_after else None,
+        "sandbox_memory_mb": sandbox_memory / 2**20 if sandbox_memory else None,
+        "transport": transports[0],
+        "transport_attach": transports[1],
     }
     result["ready_ratio"] = result["ready_ms"] / result["raw_start_ms"]
     result.update(system_cpu)
@@ -159,22 +170,34 @@ async def run(
                 result[f"swerex_session_{size}_p50_ms"] / base
             )
             result[f"swerex_exec_speedup{suffix}"] = result[f"swerex_exec_{size}_p50_ms"] / base
+    for size in ("trivial", "1mb"):
+        suffix = "" if size == "trivial" else "_1mb"
+        result[f"socket_vs_attach{suffix}"] = (
+            result[f"rpc_attach_{size}_p50_ms"] / result[f"rpc_{size}_p50_ms"]
+        )
     return result
 
 
 async def _system_cpu(
-    sandbox: DockerSandbox, config: DockerSandboxConfig, *, calls: int, cycles: int
+    sandbox: DockerSandbox,
+    via_attach: DockerSandbox,
+    config: DockerSandboxConfig,
+    *,
+    calls: int,
+    cycles: int,
 ) -> dict[str, Any]:
-    """System-wide CPU per trivial call and per life cycle (ours vs raw), with the split."""
+    """System-wide CPU per trivial call (each transport) and per life cycle (ours vs raw),
+    with the split."""
     if not sysstat.available():
         return {}
     out: dict[str, Any] = {}
-    with sysstat.SystemMeter() as per_call:
-        for _ in range(calls):
-            await sandbox.run(TRIVIAL)
-    assert per_call.split is not None
-    for key, value in per_call.split.per(calls).items():
-        out[f"sys_call_{key}"] = value
+    for prefix, box in (("sys_call", sandbox), ("sys_call_attach", via_attach)):
+        with sysstat.SystemMeter() as per_call:
+            for _ in range(calls):
+                await box.run(TRIVIAL)
+        assert per_call.split is not None
+        for key, value in per_call.split.per(calls).items():
+            out[f"{prefix}_{key}"] = value
 
     async def ours() -> None:
         async with config.build() as fresh:
@@ -202,6 +225,7 @@ BIG = "head -c 1000000 /dev/zero | tr '\\0' a"
 
 async def _measure(
     sandbox: DockerSandbox,
+    via_attach: DockerSandbox,
     api: Any,
     *,
     swerex: Any,
@@ -218,9 +242,9 @@ async def _measure(
         assert cmd != BIG or len(data) == 1_000_000, len(data)
         return elapsed
 
-    async def ours(cmd: str) -> float:
+    async def ours(cmd: str, box: DockerSandbox = sandbox) -> float:
         t0 = time.perf_counter()
-        result = await sandbox.run(cmd, max_output=2_000_000)
+        result = await box.run(cmd, max_output=2_000_000)
         elapsed = time.perf_counter() - t0
         assert result.exit_code == 0 and (cmd != BIG or len(result.output) == 1_000_000)
         return elapsed
@@ -235,6 +259,7 @@ async def _measure(
     async def one_round(size: str, cmd: str, ours_n: int) -> None:
         for _ in range(ours_n):
             out.setdefault(("rpc", size), []).append(await ours(cmd))
+            out.setdefault(("rpc_attach", size), []).append(await ours(cmd, via_attach))
         out.setdefault(("exec", size), []).append(await asyncio.to_thread(exec_once, cmd))
         if swerex is not None:
             out.setdefault(("swerex_session", size), []).append(
@@ -255,7 +280,14 @@ async def _measure(
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     """The human/machine lines printed after the JSON; the last one is the contract line."""
+    memory = result.get("sandbox_memory_mb")
     lines = [
+        f"transport={result['transport']} "
+        f"rpc_attach_p50_ms={result['rpc_attach_trivial_p50_ms']:.3f} "
+        f"rpc_attach_1mb_p50_ms={result['rpc_attach_1mb_p50_ms']:.2f} "
+        f"socket_vs_attach={result['socket_vs_attach']:.2f} "
+        f"socket_vs_attach_1mb={result['socket_vs_attach_1mb']:.2f} "
+        f"sandbox_memory_mb={memory if memory is None else round(memory, 1)}",
         f"agent_rss_idle_mb={result['agent_rss_idle_mb']:.2f} "
         f"agent_rss_after_calls_mb={result['agent_rss_after_calls_mb']:.2f} "
         f"rpc_p99_ms={result['rpc_p99_ms']:.3f} exec_p99_ms={result['exec_p99_ms']:.3f}",
@@ -267,6 +299,14 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             "system-wide CPU per trivial call: "
             + " ".join(
                 f"{k}={result[f'sys_call_{k}_ms']:.3f}"
+                for k in ("total", "orchestrator", "engine", "sandboxes", "rest")
+            )
+            + " (ms)"
+        )
+        lines.append(
+            "system-wide CPU per trivial call over the attach stream: "
+            + " ".join(
+                f"{k}={result[f'sys_call_attach_{k}_ms']:.3f}"
                 for k in ("total", "orchestrator", "engine", "sandboxes", "rest")
             )
             + " (ms)"

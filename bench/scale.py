@@ -106,19 +106,6 @@ def _mem_used() -> int:
     return info["MemTotal"] - info["MemAvailable"]
 
 
-def _cgroup_usage(cid: str) -> int | None:
-    for path in (
-        f"/sys/fs/cgroup/memory/docker/{cid}/memory.usage_in_bytes",  # cgroup v1
-        f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/memory.current",  # v2, systemd
-        f"/sys/fs/cgroup/docker/{cid}/memory.current",  # v2, cgroupfs
-    ):
-        try:
-            return int(Path(path).read_text())
-        except (OSError, ValueError):
-            continue
-    return None
-
-
 def _cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -159,7 +146,7 @@ async def _level(
     def sample() -> tuple[int, int, int]:
         c0 = time.thread_time()
         live = api.containers(filters={"label": f"{LABEL_RUN}={run_id}"})
-        usage = [_cgroup_usage(c["Id"]) for c in live]
+        usage = [sysstat.cgroup_memory(c["Id"]) for c in live]
         out = _mem_used(), len(live), sum(u for u in usage if u)
         sampler_cpu[0] += time.thread_time() - c0
         return out

@@ -9,6 +9,11 @@ In one run, one image, interleaved:
     the background meanwhile;
 (d) a burst of ``2 * pool_size`` acquires at once on a full pool: the first ``pool_size``
     are hits, the rest start cold.
+
+System-wide CPU (``bench/sysstat.py``, split orchestrator / engine / sandboxes / rest): per
+cold start (start -> ready -> removed) and per raw create+start+rm, each in a window of its
+own after the interleaved timings, and per pool cycle of (c) (acquire, the trajectory's call,
+release, the refill behind it).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 import uuid
 from typing import Any
 
+from bench import sysstat
 from bench.rpc import _p, _raw_create_start
 from orchestrator.sandbox.docker import DockerSandboxConfig
 from orchestrator.sandbox.pool import WarmPool
@@ -50,7 +56,20 @@ async def run(
         ready.append(cold.ready_seconds)
         await cold.close()
 
+    system: dict[str, float] = {}
+    if sysstat.available():
+        with sysstat.SystemMeter() as cold_meter:
+            for _ in range(starts):
+                await (await config.build().start()).close()
+        with sysstat.SystemMeter() as raw_meter:
+            for _ in range(starts):
+                await asyncio.to_thread(_raw_create_start, config)
+        for prefix, meter in (("sys_cold_start", cold_meter), ("sys_raw_start", raw_meter)):
+            assert meter.split is not None
+            system.update({f"{prefix}_{k}": v for k, v in meter.split.per(starts).items()})
+
     values = {"type": "docker", "image": image, "run_id": run_id}
+    pool_meter = sysstat.SystemMeter()
     acquire: list[float] = []
     burst_hits: list[float] = []
     burst_misses: list[float] = []
@@ -59,6 +78,8 @@ async def run(
         deadline = time.monotonic() + 60
         while pool.ready(values) < pool_size and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
+        if sysstat.available():
+            pool_meter.__enter__()
         for _ in range(acquires):
             t0 = time.perf_counter()
             sandbox = await pool.acquire(values)
@@ -66,6 +87,12 @@ async def run(
             assert (await sandbox.run("true")).exit_code == 0
             await asyncio.sleep(hold)  # the trajectory
             await sandbox.close()
+        if sysstat.available():
+            pool_meter.__exit__()
+            assert pool_meter.split is not None
+            system.update(
+                {f"sys_pool_cycle_{k}": v for k, v in pool_meter.split.per(acquires).items()}
+            )
         stats = pool.stats
         hits, misses = stats.hits, stats.misses
         while pool.ready(values) < pool_size and time.monotonic() < deadline + 60:  # noqa: ASYNC110
@@ -105,13 +132,29 @@ async def run(
         "burst_miss_p50_ms": statistics.median(burst_misses) * 1000 if burst_misses else None,
         "burst_hits": len(burst_hits),
         "burst_misses": len(burst_misses),
+        **system,
     }
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
     burst_hit = result["burst_hit_p50_ms"] or 0.0
     burst_miss = result["burst_miss_p50_ms"] or 0.0
+    system = [
+        f"system-wide CPU per {what}: "
+        + " ".join(
+            f"{k}={result[f'{prefix}_{k}_ms']:.1f}"
+            for k in ("total", "orchestrator", "engine", "sandboxes", "rest")
+        )
+        + " (ms)"
+        for prefix, what in (
+            ("sys_cold_start", "cold start+remove"),
+            ("sys_raw_start", "raw create+start+rm"),
+            ("sys_pool_cycle", "pool cycle"),
+        )
+        if f"{prefix}_total_ms" in result
+    ]
     return [
+        *system,
         f"burst_hits={result['burst_hits']} burst_hit_p50_ms={burst_hit:.2f} "
         f"burst_misses={result['burst_misses']} burst_miss_p50_ms={burst_miss:.1f} "
         f"cold_start_total_ms={result['cold_start_total_ms']:.1f}",

@@ -164,3 +164,18 @@ class SystemMeter:
             engine = sum(self._engine_last[p] - self._engine_start[p] for p in self._engine_last)
         rest = total - orchestrator - engine - sandboxes
         self.split = CpuSplit(wall, total, orchestrator, engine, sandboxes, rest)
+
+
+def cgroup_memory(container_id: str) -> int | None:
+    """Bytes charged to one container's memory cgroup (its processes, page cache, tmpfs):
+    the memory a live sandbox costs the machine; None when the cgroup is not found."""
+    for path in (
+        f"/sys/fs/cgroup/memory/docker/{container_id}/memory.usage_in_bytes",  # cgroup v1
+        f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/memory.current",  # v2, systemd
+        f"/sys/fs/cgroup/docker/{container_id}/memory.current",  # v2, cgroupfs
+    ):
+        try:
+            return int(Path(path).read_text())
+        except (OSError, ValueError):
+            continue
+    return None
