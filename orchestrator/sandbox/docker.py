@@ -558,6 +558,15 @@ class DockerSandbox(Sandbox):
 
     def _diagnose_sync(self) -> str | None:
         state = self._inspect_state()
+        if self.transport_kind == "socket":
+            # the socket closes the instant the agent dies, before dockerd has seen the exit
+            # (the attach stream only ended after it): wait for it, within the RPC client's
+            # half-second budget for a diagnosis
+            for _ in range(8):
+                if state is None or not state.get("Running"):
+                    break
+                time.sleep(0.05)
+                state = self._inspect_state()
         if state is None:
             return f"container {self.name} no longer exists"
         if state.get("Running"):
