@@ -745,6 +745,7 @@ class Session(object):
         except OSError as exc:
             raise os_error(exc, cwd)
         self.flooded = None
+        self.restore = False  # a fresh bash has no user traps nor xtrace to put back
         self.token = ("__AGENTIC_%s_" % os.urandom(8).hex()).encode()
         lines = []
         if restore is not None and os.path.exists(self.state_file):
@@ -755,8 +756,11 @@ class Session(object):
             "__ag_state=%s" % _sh_quote(self.state_file),
             "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
+            # the marker's last field: "x" when xtrace is to be restored, "t" when traps are
+            # (the prefix has work to do before the next command; else it is left out)
             '__ag_done() { { builtin export -p; builtin declare -f; } > "$__ag_state" '
-            '2>/dev/null; builtin printf \'%s%%s:%%s:%%s\\n\' "$2" "$1" "$3"; }'
+            '2>/dev/null; __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
+            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$2" "$1" "$3" "$__ag_r"; }'
             % self.token.decode(),
             "builtin trap 'builtin return 130 2>/dev/null' INT",
             "builtin trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
@@ -814,7 +818,10 @@ class Session(object):
         self.seq += 1
         self.cancel.clear()
         cmd_file = os.path.join(self.dir, "cmd")
-        text = _PREFIX.encode() + command.encode("utf-8", "surrogateescape") + _SUFFIX.encode()
+        # the prefix only when the last command left traps or xtrace to restore: parsing and
+        # running it is a quarter of bash's work for a trivial command
+        prefix = _PREFIX.encode() if self.restore else b""
+        text = prefix + command.encode("utf-8", "surrogateescape") + _SUFFIX.encode()
         try:
             with open(cmd_file, "wb") as f:
                 f.write(text)
@@ -911,6 +918,8 @@ class Session(object):
             call.exit_code = int(fields[0])
         except ValueError:
             call.exit_code = -1
+        # no marker field (an old state, a bash we cannot read): restore to be safe
+        self.restore = len(fields) < 3 or fields[2].strip() != b""
         if len(fields) > 1 and fields[1] == b"exit":
             call.ended = True
             try:
