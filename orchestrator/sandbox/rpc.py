@@ -62,6 +62,8 @@ JSON_EXPANSION = 6
 OUTSTANDING_MAX = 65536
 #: Frames handled before the reader checks its CPU budget and lets other tasks run.
 BATCH = 64
+#: One encoder for every request: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class RpcLimits(BaseModel):
@@ -315,7 +317,7 @@ class RpcClient:
         return fut
 
     async def _send(self, frame: dict[str, Any], method: str | None = None, cap: int = 0) -> None:
-        data = (json.dumps(frame, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        data = (_encode(frame) + "\n").encode()
         if method is not None:  # a request: one more reply is due for its id
             entry = self._outstanding.get(frame["id"])
             if entry is None:
