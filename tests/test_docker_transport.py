@@ -231,3 +231,12 @@ async def test_channel_times_out_without_a_proof(tmp_path: Path) -> None:
     s.close()
     channel.close()
     assert not channel.dir.exists()
+
+
+async def test_a_sandbox_uid_other_than_ours_reaches_the_socket() -> None:
+    # the directory is 0711 and the socket 0666: a non-root sandbox user connects too, while
+    # the runtime directory above stays 0700
+    async with docker_config(user="1000:1000").build() as sandbox:
+        info = await sandbox.info()
+        assert info["transport"] == "socket" and info["uid"] == 1000
+        assert (await sandbox.run("id -u")).output == "1000\n"
