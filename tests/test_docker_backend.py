@@ -27,6 +27,7 @@ from orchestrator.sandbox.labels import (
     LABEL_PID,
     LABEL_RUN,
 )
+from orchestrator.sandbox.transport import runtime_root
 
 from .conftest import NOPYTHON_IMAGE, TEST_RUN_ID, docker_config
 
@@ -270,7 +271,7 @@ from orchestrator.sandbox.docker import DockerSandboxConfig
 async def main():
     sb = DockerSandboxConfig(image={image!r}, run_id={run!r}).build()
     await sb.start()
-    print(sb.container_id, flush=True)
+    print(sb.container_id, sb.name, flush=True)
     await asyncio.sleep(3600)
 asyncio.run(main())
 """
@@ -283,16 +284,21 @@ async def test_gc_reaps_sandbox_of_a_sigkilled_orchestrator(client: Any) -> None
     script = _ORPHAN_SCRIPT.format(root=root, image=SANDBOX_IMAGE, run=TEST_RUN_ID)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    cid = (await asyncio.to_thread(proc.stdout.readline)).strip()
+    cid, name = (await asyncio.to_thread(proc.stdout.readline)).split()
     assert cid and _exists(client, cid)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # the direct transport's channel directory outlived its orchestrator too
+    orphan_dir = runtime_root() / name
+    assert orphan_dir.is_dir()
     # our own live sandbox in the same run must survive the reaper
     async with docker_config().build() as alive:
         reaped = await asyncio.to_thread(reap_docker)
         ids = {r.container_id for r in reaped}
         assert cid[:12] in ids
         assert alive.container_id is not None and alive.container_id[:12] not in ids
+        assert not orphan_dir.exists()
+        assert (runtime_root() / alive.name).is_dir()
         assert not _exists(client, cid)
         assert (await alive.run("echo fine")).ok
 
@@ -378,3 +384,27 @@ async def test_runtime_is_passed_through(client: Any) -> None:
         assert client.containers.get(sandbox.container_id).attrs["HostConfig"]["Runtime"] == "runc"
     with pytest.raises(SandboxStartError, match="runsc-not-installed"):
         await docker_config(runtime="runsc-not-installed").build().start()
+
+
+def test_sweep_channel_dirs_keeps_live_and_starting_sandboxes(tmp_path: Any) -> None:
+    import socket as socketlib
+
+    from orchestrator.sandbox.gc import STARTING_GRACE_S, sweep_channel_dirs
+
+    root = tmp_path / "rt"
+    root.mkdir(mode=0o700)
+    for name in ("live", "gone", "starting", "stuck"):
+        (root / name).mkdir()
+    listeners = []
+    for name in ("starting", "stuck"):  # a socket: the agent has not connected yet
+        sock = socketlib.socket(socketlib.AF_UNIX)
+        sock.bind(str(root / name / "rpc.sock"))
+        listeners.append(sock)
+    old = time.time() - STARTING_GRACE_S - 5
+    os.utime(root / "stuck", (old, old))
+    (root / "stray-file").write_text("not ours to judge")
+    removed = sweep_channel_dirs({"live"}, runtime_dir=str(root))
+    assert sorted(removed) == ["gone", "stuck"]
+    assert sorted(p.name for p in root.iterdir()) == ["live", "starting", "stray-file"]
+    for sock in listeners:
+        sock.close()

@@ -9,6 +9,8 @@ keep garbage alive). This is what cleans up after an orchestrator that was SIGKI
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from orchestrator.sandbox.labels import (
     label_value,
     orchestrator_alive,
 )
+from orchestrator.sandbox.transport import CHANNEL_SOCKET, ChannelError, runtime_root
 
 if TYPE_CHECKING:
     from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
@@ -61,8 +64,14 @@ def reap_docker(
     run_id: str | None = None,
     everything: bool = False,
     dry_run: bool = False,
+    runtime_dir: str | None = None,
 ) -> list[Reaped]:
-    """Remove garbage sandboxes (blocking; see :func:`areap_docker`)."""
+    """Remove garbage sandboxes (blocking; see :func:`areap_docker`).
+
+    Afterwards the direct-transport channel directories (``runtime_dir``, default the
+    backend's) of sandboxes that no longer exist are removed too: a SIGKILLed orchestrator
+    leaves them behind.
+    """
     import docker.errors
 
     api = docker_api(docker_host)
@@ -88,12 +97,54 @@ def reap_docker(
         found += reap_snapshot_images(
             api, now=now, run_id=run_id, everything=everything, dry_run=dry_run
         )
+        if not dry_run:
+            names = {
+                name.lstrip("/")
+                for info in api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=1"})
+                for name in info.get("Names") or []
+            }
+            sweep_channel_dirs(names, runtime_dir=runtime_dir, now=now)
         from orchestrator import metrics
 
         metrics.sandboxes_reaped("docker", sum(r.removed for r in found))
         return found
     finally:
         api.close()
+
+
+#: a channel directory still holding its socket belongs to a sandbox being started: its
+#: container may not exist yet, so it is only garbage once no start could still be going on
+STARTING_GRACE_S = 3600.0
+
+
+def sweep_channel_dirs(
+    live_names: set[str], *, runtime_dir: str | None = None, now: float | None = None
+) -> list[str]:
+    """Remove the channel directories of sandboxes that no longer exist; return their names.
+
+    A directory is garbage when no managed container has its name and its socket is gone (the
+    socket only exists between the directory's creation and the agent's connection), or,
+    still holding a socket, when it is older than :data:`STARTING_GRACE_S`.
+    """
+    try:
+        root = runtime_root(runtime_dir)
+    except (ChannelError, OSError):
+        return []  # no usable runtime directory: no direct transport was ever used from here
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    for entry in os.scandir(root):
+        if entry.name in live_names or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            starting = os.path.lexists(os.path.join(entry.path, CHANNEL_SOCKET))
+            age = now - entry.stat(follow_symlinks=False).st_mtime
+        except OSError:
+            continue
+        if starting and age < STARTING_GRACE_S:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
 
 
 async def areap_docker(**kwargs: Any) -> list[Reaped]:
