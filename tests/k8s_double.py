@@ -176,6 +176,8 @@ class KubeDouble:
         self.pull_backoff: dict[str, float] = {}
         self.pod_security: str | None = None
         self.ephemeral_capacity: int | None = None
+        #: exec upgrade requests are read and never answered
+        self.blackhole_handshakes = False
         #: arrival time (monotonic) of every HTTP request, exec handshakes included
         self.request_times: list[float] = []
         self.graceful = False
@@ -333,7 +335,7 @@ class KubeDouble:
         self.forbidden.clear()
         self.faults.clear()
         self.throttle_creates = self.commit_then_504 = self.pack_frames = 0
-        self.legacy_v4 = self.graceful = False
+        self.legacy_v4 = self.graceful = self.blackhole_handshakes = False
         self.frame_limit = 32 * 1024 * 1024
         self.idle_timeout = self.pod_security = self.ephemeral_capacity = None
         self.start_delay = 0.0
@@ -963,6 +965,12 @@ class KubeDouble:
             # ---- pods/exec over a websocket (v5 / v4.channel.k8s.io)
 
             def exec(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
+                if double.blackhole_handshakes:
+                    # the upgrade request was read; no answer ever comes (a half-open path)
+                    while double.blackhole_handshakes and not double._stop.is_set():
+                        time.sleep(0.05)
+                    self.close_connection = True
+                    return
                 with double.lock:
                     pod = double.pods.get((ns, name))
                     view = double.pod_view(ns, name) if pod else None

@@ -148,6 +148,29 @@ async def test_black_hole_is_detected_by_the_heartbeat_and_close_does_not_block(
     assert ("agentic-rollout", sb.name) not in double.pods
 
 
+async def test_black_holed_exec_handshake_fails_the_start_in_bounded_time(double: Any) -> None:
+    """stream() has no connect timeout: the handshake is bounded by api_timeout per try and
+    the retry budget overall; the pod is deleted and no API thread stays blocked."""
+    from orchestrator.sandbox import kubernetes as k8s
+
+    double.blackhole_handshakes = True
+    cfg = kube_config(double, heartbeat_interval=0, api_timeout=2, api_retry_budget=3)
+    sb = cfg.build()
+    t0 = time.monotonic()
+    with pytest.raises(SandboxStartError, match="exec handshake: no answer within 2s"):
+        # without the bound this waits forever: the outer timeout turns that into a failure
+        await asyncio.wait_for(sb.start(), 120)
+    assert time.monotonic() - t0 < 60  # api_timeout per try within the 3 s budget, + the start
+    assert (NS, sb.name) not in double.pods
+    double.blackhole_handshakes = False
+    # the abandoned handshake threads ended (websocket timeout): the API pool is free
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and k8s._api_pool()._work_queue.qsize():
+        await asyncio.sleep(0.1)
+    async with kube_config(double, heartbeat_interval=0).build() as again:
+        assert (await again.run("echo ok")).output == "ok\n"
+
+
 @pytest.mark.parametrize("how", ["clean", "reset"])
 async def test_dropped_stream_fails_pending_calls_at_once(double: Any, how: str) -> None:
     async with kube_config(double, heartbeat_interval=0).build() as sb:

@@ -427,6 +427,10 @@ class KubernetesSandbox(Sandbox):
             )
         except ApiException as exc:
             raise SandboxStartError(self._api_error("create", "pods/exec", exc)) from exc
+        except OSError as exc:  # a handshake with no answer (TimeoutError), refused, reset
+            raise SandboxStartError(
+                f"{self.describe()}: cannot open the exec stream: {_short(exc)}"
+            ) from exc
         transport = ExecTransport(
             ws,
             asyncio.get_running_loop(),
@@ -529,6 +533,8 @@ class KubernetesSandbox(Sandbox):
         delay = 0.25
         while True:
             try:
+                if fn == self._exec_stream:
+                    return await self._bounded_handshake(functools.partial(fn, *args, **kwargs))
                 return await loop.run_in_executor(
                     _api_pool(), functools.partial(fn, *args, **kwargs)
                 )
@@ -544,6 +550,22 @@ class KubernetesSandbox(Sandbox):
                     on_retry(exc)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 8.0)
+
+    async def _bounded_handshake(self, connect: Callable[[], T]) -> T:
+        """The exec websocket's handshake within ``api_timeout``: the client's ``stream()``
+        has no connect timeout, and a black-holed handshake would hold the start (and an API
+        thread) forever. A TimeoutError (retryable, like any unreachable server); a handshake
+        that completes after we gave up is closed when it does."""
+        future = _api_pool().submit(connect)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.config.api_timeout
+            )
+        except asyncio.TimeoutError:
+            future.add_done_callback(_close_late_websocket)
+            raise TimeoutError(
+                f"exec handshake: no answer within {self.config.api_timeout:g}s"
+            ) from None
 
     async def _create_pod(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -719,22 +741,36 @@ class KubernetesSandbox(Sandbox):
         return "events: " + ("; ".join(lines) if lines else "none")
 
     def _exec_stream(self, extra_args: list[str] | None = None) -> Any:
+        import websocket
+        from kubernetes import client
         from kubernetes.stream import stream
 
         admission.controller(self.backend).api.acquire_sync()  # the handshake is a request too
-        return stream(
-            self._core_api().connect_get_namespaced_pod_exec,
-            self.name,
-            self.config.namespace,
-            command=agent_command(self.config.python) + list(extra_args or []),
-            container=self.container,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-            binary=True,
-        )
+        if websocket.getdefaulttimeout() is None:
+            # stream() passes no timeout to the websocket's connect: without a default the
+            # thread of a black-holed handshake would block forever (ExecTransport makes the
+            # socket blocking again once connected)
+            websocket.setdefaulttimeout(self.config.api_timeout)
+        # a client of its own: stream() swaps its ApiClient's request method for the websocket
+        # one until the handshake returns, so a REST call sharing it meanwhile (the teardown's
+        # delete after a handshake we gave up on) would go out as a websocket upgrade
+        api = client.ApiClient(load_configuration(self.config))
+        try:
+            return stream(
+                client.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                self.name,
+                self.config.namespace,
+                command=agent_command(self.config.python) + list(extra_args or []),
+                container=self.container,
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                binary=True,
+            )
+        finally:
+            api.close()  # the websocket does not use the client's pools
 
     async def _diagnose(self) -> str | None:
         known = self.lost or (self._exec.dead if self._exec is not None else None)
@@ -798,6 +834,17 @@ class KubernetesSandbox(Sandbox):
         if self._api_client is not None:
             client, self._api_client, self._core = self._api_client, None, None
             await asyncio.get_running_loop().run_in_executor(_api_pool(), client.close)
+
+
+def _close_late_websocket(future: concurrent.futures.Future[Any]) -> None:
+    """A handshake that completed after :meth:`KubernetesSandbox._bounded_handshake` gave up:
+    nobody will use the stream, close it."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    try:
+        future.result().close()
+    except Exception as exc:  # closing an abandoned stream: nothing to report it to
+        log.debug("closing an abandoned exec stream: %s", exc)
 
 
 def _sandbox_container(pod: Any, preferred: str) -> str:
