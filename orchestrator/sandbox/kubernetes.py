@@ -770,7 +770,7 @@ class KubernetesSandbox(Sandbox):
                 binary=True,
             )
         finally:
-            api.close()  # the websocket does not use the client's pools
+            api.close()  # type: ignore[no-untyped-call]  # the websocket uses no pool of it
 
     async def _diagnose(self) -> str | None:
         known = self.lost or (self._exec.dead if self._exec is not None else None)
