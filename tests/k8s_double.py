@@ -178,6 +178,8 @@ class KubeDouble:
         self.ephemeral_capacity: int | None = None
         #: exec upgrade requests are read and never answered
         self.blackhole_handshakes = False
+        #: bytes/s at which exec stdin is read (a slow link); None: as fast as it comes
+        self.stdin_rate: float | None = None
         #: arrival time (monotonic) of every HTTP request, exec handshakes included
         self.request_times: list[float] = []
         self.graceful = False
@@ -339,6 +341,7 @@ class KubeDouble:
         self.frame_limit = 32 * 1024 * 1024
         self.idle_timeout = self.pod_security = self.ephemeral_capacity = None
         self.start_delay = 0.0
+        self.stdin_rate = None
         self.pull_backoff.clear()
 
     # ---- faults
@@ -1080,6 +1083,8 @@ class KubeDouble:
                         double.frames_in.append(len(payload) - 1)
                         if payload[0] == 0:
                             sock.sendall(payload[1:])
+                            if double.stdin_rate:  # a slow link: frames drain at this rate
+                                time.sleep((len(payload) - 1) / double.stdin_rate)
                         elif payload[0] == 255 and stream.protocol == V5 and payload[1:2] == b"\0":
                             sock.shutdown(socket.SHUT_WR)  # v5: the client closed stdin
                 except (OSError, ValueError, struct.error):

@@ -148,6 +148,48 @@ async def test_black_hole_is_detected_by_the_heartbeat_and_close_does_not_block(
     assert ("agentic-rollout", sb.name) not in double.pods
 
 
+async def test_heartbeat_does_not_kill_a_healthy_stream_busy_with_a_large_write(
+    double: Any,
+) -> None:
+    """A ping's reply queues behind a large write on the same stream; on a slow link that
+    write outlasts the heartbeat timeout. The frames going out and the peer acknowledging
+    our bytes are signs of life: the write completes."""
+    double.stdin_rate = 2_000_000  # ~2 s for the write below; a reply-based heartbeat 1.3 s
+    cfg = kube_config(double, heartbeat_interval=0.3, heartbeat_timeout=1.0)
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB: 4 MiB of base64 on the stream
+    async with cfg.build() as sb:
+        t0 = time.monotonic()
+        await sb.write_file("/tmp/big.bin", data)
+        took = time.monotonic() - t0
+        assert sb.lost is None
+        assert (await sb.stat("/tmp/big.bin")).size == len(data)
+    assert took > 1.3  # the write did outlast the heartbeat's allowance (else nothing shown)
+
+
+async def test_large_write_on_a_black_holed_stream_fails_within_the_heartbeat_bound(
+    double: Any,
+) -> None:
+    """A write in flight when the path goes dark: no frame goes out, nothing is acknowledged,
+    nothing comes back - half-open within interval + timeout + what the buffers may hold
+    (16 MiB at 1 MB/s), not the write's own stall timeout (60 s + 1 s per MB: 92 s)."""
+    cfg = kube_config(double, heartbeat_interval=0.5, heartbeat_timeout=1.0)
+    sb = await cfg.build().start()
+    try:
+        double.stdin_rate = 2_000_000  # the write is still going when the path goes dark
+        data = bytes(range(256)) * (24 * 4096)  # 24 MiB
+        writing = asyncio.create_task(sb.write_file("/tmp/big.bin", data))
+        await asyncio.sleep(1.0)
+        assert double.drop_streams("blackhole", sb.name) == 1
+        t0 = time.monotonic()
+        with pytest.raises(SandboxConnectionError, match="half-open"):
+            await asyncio.wait_for(writing, 120)
+        assert time.monotonic() - t0 < 0.5 + 1.0 + 16.8 + 10  # the bound above, plus slack
+        assert sb.lost is not None and "no sign of life" in sb.lost
+    finally:
+        await sb.close()
+    assert (NS, sb.name) not in double.pods
+
+
 async def test_black_holed_exec_handshake_fails_the_start_in_bounded_time(double: Any) -> None:
     """stream() has no connect timeout: the handshake is bounded by api_timeout per try and
     the retry budget overall; the pod is deleted and no API thread stays blocked."""

@@ -71,6 +71,11 @@ ANNOTATION_SANDBOX_ID = "agentic-rollout.sandbox-id"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: a real API server closes an exec stream on a websocket frame over 32 MiB
 WS_FRAME_LIMIT = 32 * 1024 * 1024
+#: most stdin bytes socket buffers on the way (ours, the API server's, the kubelet's) hold
+#: without a sign of progress, and the slowest rate the heartbeat assumes they drain at: a
+#: half-open stream busy with a large write fails within interval + timeout + 16 s
+PIPE_BYTES = 16 * 1024 * 1024
+DRAIN_RATE = 1e6
 
 
 class KubernetesSandboxConfig(ManagedSandboxConfig):
@@ -379,24 +384,56 @@ class KubernetesSandbox(Sandbox):
 
     async def _heartbeat_loop(self) -> None:
         """A ping every interval: traffic that resets idle deadlines on the way (kubelet, API
-        server, load balancers), and a bound on how long a half-open connection goes unseen."""
+        server, load balancers), and a bound on how long a half-open connection goes unseen.
+
+        The verdict does not wait for the ping's reply: on one stream a reply queues behind a
+        large write in flight (a healthy but slow link would look dead). Any sign of life
+        within ``heartbeat_timeout`` of the ping counts (``ExecTransport.alive_since``: bytes
+        received, frames of a write going out, the peer acknowledging what we sent), plus
+        time for what sits in buffers unanswered (at most ``PIPE_BYTES`` at ``DRAIN_RATE``)."""
         rpc = self.rpc
-        timeout = self.config.heartbeat_timeout
-        while not rpc.closed:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            try:
-                await rpc.call("ping", timeout=timeout)
-            except RpcTimeoutError:
-                self.lost = (
-                    f"no reply to a heartbeat ping within {timeout:g}s: the connection is "
-                    f"half-open (API server, node or load balancer gone)"
-                )
-                log.warning("%s: %s", self.describe(), self.lost)
-                if self._abort is not None:
-                    self._abort(self.lost)
-                return
-            except SandboxError:
-                return  # closed: the reader already failed the pending calls
+        interval, timeout = self.config.heartbeat_interval, self.config.heartbeat_timeout
+        ping: asyncio.Task[Any] | None = None
+        try:
+            while not rpc.closed:
+                await asyncio.sleep(interval)
+                stream = self._exec
+                if stream is None:  # direct TCP: the reply is the only signal
+                    try:
+                        await rpc.call("ping", timeout=timeout)
+                    except RpcTimeoutError:
+                        self._declare_lost(f"no reply to a heartbeat ping within {timeout:g}s")
+                        return
+                    except SandboxError:
+                        return
+                    continue
+                sent = time.monotonic()
+                unacked = stream.unacked_bytes()
+                if ping is None or ping.done():  # one in flight at most, behind a long write
+                    ping = asyncio.create_task(rpc.call("ping", timeout=None))
+                    ping.add_done_callback(_ignore_result)
+                while not stream.alive_since(sent, unacked):
+                    if _is_closed(rpc):  # (a call: the loop's condition narrowed the attribute)
+                        return
+                    # bytes already delivered into buffers (ours, the peer's, proxies') show
+                    # no progress while the peer reads them: allow for them at a slow rate
+                    ahead = min(stream.unanswered_bytes(), PIPE_BYTES)
+                    if time.monotonic() - sent > timeout + ahead / DRAIN_RATE:
+                        self._declare_lost(
+                            f"no sign of life on the stream within {timeout:g}s of a heartbeat "
+                            "ping (nothing received, nothing of ours acknowledged)"
+                        )
+                        return
+                    await asyncio.sleep(min(0.1, timeout / 4))
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    def _declare_lost(self, what: str) -> None:
+        self.lost = f"{what}: the connection is half-open (API server, node or load balancer gone)"
+        log.warning("%s: %s", self.describe(), self.lost)
+        if self._abort is not None:
+            self._abort(self.lost)
 
     async def _open(self) -> Transport:
         await self._create_pod()
@@ -834,6 +871,17 @@ class KubernetesSandbox(Sandbox):
         if self._api_client is not None:
             client, self._api_client, self._core = self._api_client, None, None
             await asyncio.get_running_loop().run_in_executor(_api_pool(), client.close)
+
+
+def _is_closed(rpc: Any) -> bool:
+    return bool(rpc.closed)
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    """A heartbeat ping's outcome: its reply is not the verdict (a closed stream is seen by
+    the loop, a failure by the caller whose call fails)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _close_late_websocket(future: concurrent.futures.Future[Any]) -> None:
