@@ -447,6 +447,8 @@ class KubeDouble:
                 self._kill(ns, name)
             for ns, name in due:
                 self.delete_pod(ns, name, grace=0)
+            if self.ephemeral_capacity is not None:
+                self._reschedule()
 
     # ---- pods
 
@@ -516,31 +518,63 @@ class KubeDouble:
             "_created": time.monotonic(),
         }
         self.pods[(ns, name)] = pod
-        unschedulable = None
+        with self.lock:
+            unschedulable = self._unschedulable(ns, name)
+            if unschedulable:
+                pod["status"]["conditions"] = [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": unschedulable,
+                    }
+                ]
+                self.event(ns, name, "FailedScheduling", unschedulable)
+                return self.public(pod)
+            pod["_scheduled"] = True
+        self._bind(ns, name)
+        return self.public(pod)
+
+    def _unschedulable(self, ns: str, name: str) -> str | None:
+        """Why the pod cannot be placed now (None: it fits). Terminal pods free their share,
+        as the scheduler counts only pods that still run."""
+        spec = self.pods[(ns, name)]["spec"]
         if "unschedulable" in (spec.get("nodeSelector") or {}):
-            unschedulable = (
-                "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
-            )
-        elif self.ephemeral_capacity is not None:
+            return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+        if self.ephemeral_capacity is not None:
             used = sum(
                 self._storage_request(p["spec"])
                 for k, p in self.pods.items()
-                if k != (ns, name) and p.get("_scheduled")
+                if k != (ns, name) and p.get("_scheduled") and "_terminal" not in p
             )
             if used + self._storage_request(spec) > self.ephemeral_capacity:
-                unschedulable = "0/1 nodes are available: 1 Insufficient ephemeral-storage."
-        if unschedulable:
-            pod["status"]["conditions"] = [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": unschedulable,
-                }
-            ]
-            self.event(ns, name, "FailedScheduling", unschedulable)
-            return self.public(pod)
-        pod["_scheduled"] = True
+                return "0/1 nodes are available: 1 Insufficient ephemeral-storage."
+        return None
+
+    def _reschedule(self) -> None:
+        """The scheduler's retry: pending pods, oldest first, placed once they fit (storage
+        freed by a deleted or finished pod)."""
+        with self.lock:
+            pending = sorted(
+                (p["_created"], k)
+                for k, p in self.pods.items()
+                if not p.get("_scheduled") and "_terminal" not in p
+            )
+            placed = []
+            for _, (ns, name) in pending:
+                if self._unschedulable(ns, name) is None:
+                    pod = self.pods[(ns, name)]
+                    pod["_scheduled"] = True
+                    pod["status"] = {"phase": "Pending"}
+                    placed.append((ns, name))
+        for ns, name in placed:
+            self._bind(ns, name)
+
+    def _bind(self, ns: str, name: str) -> None:
+        """Start the scheduled pod's container (the kubelet's part)."""
+        pod = self.pods[(ns, name)]
+        spec = pod["spec"]
+        ctr = spec["containers"][0]
         limits = (ctr.get("resources") or {}).get("limits") or {}
         security = ctr.get("securityContext") or {}
         pod_security = spec.get("securityContext") or {}
@@ -577,7 +611,6 @@ class KubeDouble:
                 target=self._start_container, args=(ns, name, image, kwargs), daemon=True
             ).start()
         self.event(ns, name, "Scheduled", f"Successfully assigned {ns}/{name} to double-node")
-        return self.public(pod)
 
     @staticmethod
     def public(pod: dict[str, Any]) -> dict[str, Any]:

@@ -320,6 +320,36 @@ async def test_ephemeral_storage_capacity_leaves_the_next_pod_pending(double: An
             await kube_config(double, startup_timeout=1.5).build().start()
 
 
+async def test_pending_pod_starts_once_storage_is_freed(double: Any) -> None:
+    """The backend's pending path: a pod that does not fit waits (Unschedulable is not a
+    failure before startup_timeout) and starts when a finished sandbox frees its storage."""
+    double.ephemeral_capacity = 15 << 30  # one 10Gi sandbox fits, two do not
+    first = await kube_config(double, heartbeat_interval=0).build().start()
+    second = kube_config(double, heartbeat_interval=0).build()
+    starting = asyncio.create_task(second.start())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pod = double.pods.get((NS, second.name)) or {}
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if any(c.get("reason") == "Unschedulable" for c in conditions):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the second pod was never reported Unschedulable")
+        await asyncio.sleep(1.0)  # the backend keeps waiting on a pending pod
+        assert not starting.done()
+        await first.close()
+        await asyncio.wait_for(starting, 120)
+        assert (await second.run("echo ok")).output == "ok\n"
+    finally:
+        await first.close()
+        if not starting.done():
+            starting.cancel()
+        await second.close()
+    assert (NS, second.name) not in double.pods
+
+
 # ---- graceful delete, eviction, deadline, start errors
 
 
