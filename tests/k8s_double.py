@@ -503,7 +503,6 @@ class KubeDouble:
         meta = body["metadata"]
         name = meta["name"]
         spec = body["spec"]
-        ctr = spec["containers"][0]
         pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
