@@ -367,6 +367,26 @@ class KubernetesSandbox(Sandbox):
     def describe(self) -> str:
         return f"kubernetes sandbox {self.config.namespace}/{self.name} (image {self.config.image})"
 
+    # ---- a pod someone else created (kodo): our exec stream into it, nothing more
+
+    @classmethod
+    def for_pod(cls, config: KubernetesSandboxConfig, name: str) -> KubernetesSandbox:
+        """A handle on an existing pod ``name`` that this handle neither created nor deletes:
+        :meth:`attach_existing` waits for it and opens the agent's exec stream,
+        :meth:`detach` closes the handle's API client."""
+        handle = cls(config)
+        handle.name = name
+        return handle
+
+    async def attach_existing(self) -> Transport:
+        """Wait for the pod to run (image pull back-off, the container named as in its spec),
+        then the exec stream running the agent's bootstrap (the caller streams the agent in)."""
+        await self._wait_running()
+        return await self._attach()
+
+    async def detach(self) -> None:
+        await self._teardown_client()
+
     # ---- lifecycle
 
     async def start(self, *, queue: bool = True) -> KubernetesSandbox:
