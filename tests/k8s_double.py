@@ -178,6 +178,8 @@ class KubeDouble:
         self.ephemeral_capacity: int | None = None
         #: exec upgrade requests are read and never answered
         self.blackhole_handshakes = False
+        #: a 403 with this message on every pod create (a ResourceQuota, a webhook)
+        self.deny_create_pods: str | None = None
         #: bytes/s at which exec stdin is read (a slow link); None: as fast as it comes
         self.stdin_rate: float | None = None
         #: arrival time (monotonic) of every HTTP request, exec handshakes included
@@ -341,7 +343,7 @@ class KubeDouble:
         self.frame_limit = 32 * 1024 * 1024
         self.idle_timeout = self.pod_security = self.ephemeral_capacity = None
         self.start_delay = 0.0
-        self.stdin_rate = None
+        self.stdin_rate = self.deny_create_pods = None
         self.pull_backoff.clear()
 
     # ---- faults
@@ -883,6 +885,9 @@ class KubeDouble:
                     return
                 if ns not in double.namespaces:
                     self.status(404, "NotFound", f'namespaces "{ns}" not found')
+                    return
+                if double.deny_create_pods and method == "POST" and kind == "pods":
+                    self.status(403, "Forbidden", double.deny_create_pods)
                     return
                 if resource == "pods" and sub == "exec":
                     self.exec(ns, name or "", query)  # lasts the whole stream: not under the lock

@@ -313,6 +313,31 @@ async def test_pod_security_rejection_is_not_reported_as_rbac(double: Any) -> No
     assert "RBAC" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'pods "x" is forbidden: exceeded quota: compute, requested: cpu=1, used: cpu=8, '
+            "limited: cpu=8",
+            r"rejected by a ResourceQuota: .*exceeded quota: compute",
+        ),
+        (
+            'admission webhook "policy.example.com" denied the request: images must be signed',
+            r"create pods forbidden \(admission webhook\?\): .*images must be signed",
+        ),
+    ],
+)
+async def test_quota_and_webhook_rejections_are_told_apart_from_rbac(
+    double: Any, message: str, expected: str
+) -> None:
+    double.deny_create_pods = message
+    sb = kube_config(double, heartbeat_interval=0).build()
+    with pytest.raises(SandboxStartError, match=expected) as err:
+        await sb.start()
+    assert "RBAC" not in str(err.value)
+    assert not [name for (ns, name) in double.pods if name == sb.name]
+
+
 async def test_ephemeral_storage_capacity_leaves_the_next_pod_pending(double: Any) -> None:
     double.ephemeral_capacity = 15 << 30  # one 10Gi sandbox fits, two do not
     async with kube_config(double, heartbeat_interval=0).build():
