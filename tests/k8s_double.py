@@ -60,6 +60,9 @@ import docker
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 LABEL = "k8s-double.pod"
+#: which double made the container: a double removes its own only (other test processes on
+#: the machine run doubles of their own at the same time)
+INSTANCE_LABEL = "k8s-double.instance"
 V4 = "v4.channel.k8s.io"
 V5 = "v5.channel.k8s.io"
 Route = tuple[str, "re.Pattern[str]", Callable[..., None]]
@@ -157,6 +160,7 @@ class ExecStream:
 class KubeDouble:
     def __init__(self, namespaces: tuple[str, ...] = ("agentic-rollout",), *, tls: bool = False):
         self.namespaces = set(namespaces)
+        self.instance = uuid.uuid4().hex
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
@@ -227,7 +231,8 @@ class KubeDouble:
         for s in list(self.streams):
             s.close("reset")
         try:
-            for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
+            mine = {"label": f"{INSTANCE_LABEL}={self.instance}"}
+            for c in self.docker.containers.list(all=True, filters=mine):
                 try:
                     c.remove(force=True)
                 except docker.errors.NotFound:
@@ -584,7 +589,7 @@ class KubeDouble:
             "name": f"k8s-{ns}-{name}",
             "network_mode": "none",
             # the double's own labels only: the pod's would make the Docker reaper claim it
-            "labels": {LABEL: f"{ns}/{name}"},
+            "labels": {LABEL: f"{ns}/{name}", INSTANCE_LABEL: self.instance},
             "environment": {e["name"]: e["value"] for e in ctr.get("env") or []},
             "working_dir": ctr.get("workingDir"),
             "cap_drop": (security.get("capabilities") or {}).get("drop"),
