@@ -129,7 +129,7 @@ class ApiRateLimiter:
     """
 
     #: seconds added to the 1 s window for the permit -> server arrival delay
-    GUARD = 0.2
+    GUARD = 0.25
 
     def __init__(self, rate: float | None, burst: int) -> None:
         self._lock = threading.Lock()

@@ -60,6 +60,9 @@ import docker
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 LABEL = "k8s-double.pod"
+#: which double made the container: a double removes its own only (other test processes on
+#: the machine run doubles of their own at the same time)
+INSTANCE_LABEL = "k8s-double.instance"
 V4 = "v4.channel.k8s.io"
 V5 = "v5.channel.k8s.io"
 Route = tuple[str, "re.Pattern[str]", Callable[..., None]]
@@ -157,6 +160,7 @@ class ExecStream:
 class KubeDouble:
     def __init__(self, namespaces: tuple[str, ...] = ("agentic-rollout",), *, tls: bool = False):
         self.namespaces = set(namespaces)
+        self.instance = uuid.uuid4().hex
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.requests: list[tuple[str, str]] = []
@@ -176,6 +180,12 @@ class KubeDouble:
         self.pull_backoff: dict[str, float] = {}
         self.pod_security: str | None = None
         self.ephemeral_capacity: int | None = None
+        #: exec upgrade requests are read and never answered
+        self.blackhole_handshakes = False
+        #: a 403 with this message on every pod create (a ResourceQuota, a webhook)
+        self.deny_create_pods: str | None = None
+        #: bytes/s at which exec stdin is read (a slow link); None: as fast as it comes
+        self.stdin_rate: float | None = None
         #: arrival time (monotonic) of every HTTP request, exec handshakes included
         self.request_times: list[float] = []
         self.graceful = False
@@ -221,7 +231,8 @@ class KubeDouble:
         for s in list(self.streams):
             s.close("reset")
         try:
-            for c in self.docker.containers.list(all=True, filters={"label": LABEL}):
+            mine = {"label": f"{INSTANCE_LABEL}={self.instance}"}
+            for c in self.docker.containers.list(all=True, filters=mine):
                 try:
                     c.remove(force=True)
                 except docker.errors.NotFound:
@@ -333,10 +344,11 @@ class KubeDouble:
         self.forbidden.clear()
         self.faults.clear()
         self.throttle_creates = self.commit_then_504 = self.pack_frames = 0
-        self.legacy_v4 = self.graceful = False
+        self.legacy_v4 = self.graceful = self.blackhole_handshakes = False
         self.frame_limit = 32 * 1024 * 1024
         self.idle_timeout = self.pod_security = self.ephemeral_capacity = None
         self.start_delay = 0.0
+        self.stdin_rate = self.deny_create_pods = None
         self.pull_backoff.clear()
 
     # ---- faults
@@ -442,6 +454,8 @@ class KubeDouble:
                 self._kill(ns, name)
             for ns, name in due:
                 self.delete_pod(ns, name, grace=0)
+            if self.ephemeral_capacity is not None:
+                self._reschedule()
 
     # ---- pods
 
@@ -496,7 +510,6 @@ class KubeDouble:
         meta = body["metadata"]
         name = meta["name"]
         spec = body["spec"]
-        ctr = spec["containers"][0]
         pod: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -511,31 +524,63 @@ class KubeDouble:
             "_created": time.monotonic(),
         }
         self.pods[(ns, name)] = pod
-        unschedulable = None
+        with self.lock:
+            unschedulable = self._unschedulable(ns, name)
+            if unschedulable:
+                pod["status"]["conditions"] = [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": unschedulable,
+                    }
+                ]
+                self.event(ns, name, "FailedScheduling", unschedulable)
+                return self.public(pod)
+            pod["_scheduled"] = True
+        self._bind(ns, name)
+        return self.public(pod)
+
+    def _unschedulable(self, ns: str, name: str) -> str | None:
+        """Why the pod cannot be placed now (None: it fits). Terminal pods free their share,
+        as the scheduler counts only pods that still run."""
+        spec = self.pods[(ns, name)]["spec"]
         if "unschedulable" in (spec.get("nodeSelector") or {}):
-            unschedulable = (
-                "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
-            )
-        elif self.ephemeral_capacity is not None:
+            return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+        if self.ephemeral_capacity is not None:
             used = sum(
                 self._storage_request(p["spec"])
                 for k, p in self.pods.items()
-                if k != (ns, name) and p.get("_scheduled")
+                if k != (ns, name) and p.get("_scheduled") and "_terminal" not in p
             )
             if used + self._storage_request(spec) > self.ephemeral_capacity:
-                unschedulable = "0/1 nodes are available: 1 Insufficient ephemeral-storage."
-        if unschedulable:
-            pod["status"]["conditions"] = [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": unschedulable,
-                }
-            ]
-            self.event(ns, name, "FailedScheduling", unschedulable)
-            return self.public(pod)
-        pod["_scheduled"] = True
+                return "0/1 nodes are available: 1 Insufficient ephemeral-storage."
+        return None
+
+    def _reschedule(self) -> None:
+        """The scheduler's retry: pending pods, oldest first, placed once they fit (storage
+        freed by a deleted or finished pod)."""
+        with self.lock:
+            pending = sorted(
+                (p["_created"], k)
+                for k, p in self.pods.items()
+                if not p.get("_scheduled") and "_terminal" not in p
+            )
+            placed = []
+            for _, (ns, name) in pending:
+                if self._unschedulable(ns, name) is None:
+                    pod = self.pods[(ns, name)]
+                    pod["_scheduled"] = True
+                    pod["status"] = {"phase": "Pending"}
+                    placed.append((ns, name))
+        for ns, name in placed:
+            self._bind(ns, name)
+
+    def _bind(self, ns: str, name: str) -> None:
+        """Start the scheduled pod's container (the kubelet's part)."""
+        pod = self.pods[(ns, name)]
+        spec = pod["spec"]
+        ctr = spec["containers"][0]
         limits = (ctr.get("resources") or {}).get("limits") or {}
         security = ctr.get("securityContext") or {}
         pod_security = spec.get("securityContext") or {}
@@ -544,7 +589,7 @@ class KubeDouble:
             "name": f"k8s-{ns}-{name}",
             "network_mode": "none",
             # the double's own labels only: the pod's would make the Docker reaper claim it
-            "labels": {LABEL: f"{ns}/{name}"},
+            "labels": {LABEL: f"{ns}/{name}", INSTANCE_LABEL: self.instance},
             "environment": {e["name"]: e["value"] for e in ctr.get("env") or []},
             "working_dir": ctr.get("workingDir"),
             "cap_drop": (security.get("capabilities") or {}).get("drop"),
@@ -572,7 +617,6 @@ class KubeDouble:
                 target=self._start_container, args=(ns, name, image, kwargs), daemon=True
             ).start()
         self.event(ns, name, "Scheduled", f"Successfully assigned {ns}/{name} to double-node")
-        return self.public(pod)
 
     @staticmethod
     def public(pod: dict[str, Any]) -> dict[str, Any]:
@@ -847,6 +891,9 @@ class KubeDouble:
                 if ns not in double.namespaces:
                     self.status(404, "NotFound", f'namespaces "{ns}" not found')
                     return
+                if double.deny_create_pods and method == "POST" and kind == "pods":
+                    self.status(403, "Forbidden", double.deny_create_pods)
+                    return
                 if resource == "pods" and sub == "exec":
                     self.exec(ns, name or "", query)  # lasts the whole stream: not under the lock
                     return
@@ -963,6 +1010,12 @@ class KubeDouble:
             # ---- pods/exec over a websocket (v5 / v4.channel.k8s.io)
 
             def exec(self, ns: str, name: str, query: dict[str, list[str]]) -> None:
+                if double.blackhole_handshakes:
+                    # the upgrade request was read; no answer ever comes (a half-open path)
+                    while double.blackhole_handshakes and not double._stop.is_set():
+                        time.sleep(0.05)
+                    self.close_connection = True
+                    return
                 with double.lock:
                     pod = double.pods.get((ns, name))
                     view = double.pod_view(ns, name) if pod else None
@@ -1072,6 +1125,8 @@ class KubeDouble:
                         double.frames_in.append(len(payload) - 1)
                         if payload[0] == 0:
                             sock.sendall(payload[1:])
+                            if double.stdin_rate:  # a slow link: frames drain at this rate
+                                time.sleep((len(payload) - 1) / double.stdin_rate)
                         elif payload[0] == 255 and stream.protocol == V5 and payload[1:2] == b"\0":
                             sock.shutdown(socket.SHUT_WR)  # v5: the client closed stdin
                 except (OSError, ValueError, struct.error):

@@ -267,13 +267,14 @@ class AgentSandboxDouble(KubeDouble):
         exit would fail on their 409)."""
         import docker
 
-        from tests.k8s_double import LABEL
+        from tests.k8s_double import INSTANCE_LABEL, LABEL
 
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             # ours only: other doubles on this machine label theirs with the same key
             try:
-                listed = self.docker.containers.list(all=True, filters={"label": LABEL})
+                mine = {"label": f"{INSTANCE_LABEL}={self.instance}"}
+                listed = self.docker.containers.list(all=True, filters=mine)
             except docker.errors.NotFound:  # one went away while being listed: look again
                 continue
             found = [c for c in listed if c.labels.get(LABEL) in self.made]

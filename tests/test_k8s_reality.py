@@ -148,6 +148,71 @@ async def test_black_hole_is_detected_by_the_heartbeat_and_close_does_not_block(
     assert ("agentic-rollout", sb.name) not in double.pods
 
 
+async def test_heartbeat_does_not_kill_a_healthy_stream_busy_with_a_large_write(
+    double: Any,
+) -> None:
+    """A ping's reply queues behind a large write on the same stream; on a slow link that
+    write outlasts the heartbeat timeout. The frames going out and the peer acknowledging
+    our bytes are signs of life: the write completes."""
+    double.stdin_rate = 2_000_000  # ~2 s for the write below; a reply-based heartbeat 1.3 s
+    cfg = kube_config(double, heartbeat_interval=0.3, heartbeat_timeout=1.0)
+    data = bytes(range(256)) * (3 * 4096)  # 3 MiB: 4 MiB of base64 on the stream
+    async with cfg.build() as sb:
+        t0 = time.monotonic()
+        await sb.write_file("/tmp/big.bin", data)
+        took = time.monotonic() - t0
+        assert sb.lost is None
+        assert (await sb.stat("/tmp/big.bin")).size == len(data)
+    assert took > 1.3  # the write did outlast the heartbeat's allowance (else nothing shown)
+
+
+async def test_large_write_on_a_black_holed_stream_fails_within_the_heartbeat_bound(
+    double: Any,
+) -> None:
+    """A write in flight when the path goes dark: no frame goes out, nothing is acknowledged,
+    nothing comes back - half-open within interval + timeout + what the buffers may hold
+    (16 MiB at 1 MB/s), not the write's own stall timeout (60 s + 1 s per MB: 92 s)."""
+    cfg = kube_config(double, heartbeat_interval=0.5, heartbeat_timeout=1.0)
+    sb = await cfg.build().start()
+    try:
+        double.stdin_rate = 2_000_000  # the write is still going when the path goes dark
+        data = bytes(range(256)) * (24 * 4096)  # 24 MiB
+        writing = asyncio.create_task(sb.write_file("/tmp/big.bin", data))
+        await asyncio.sleep(1.0)
+        assert double.drop_streams("blackhole", sb.name) == 1
+        t0 = time.monotonic()
+        with pytest.raises(SandboxConnectionError, match="half-open"):
+            await asyncio.wait_for(writing, 120)
+        assert time.monotonic() - t0 < 0.5 + 1.0 + 16.8 + 10  # the bound above, plus slack
+        assert sb.lost is not None and "no sign of life" in sb.lost
+    finally:
+        await sb.close()
+    assert (NS, sb.name) not in double.pods
+
+
+async def test_black_holed_exec_handshake_fails_the_start_in_bounded_time(double: Any) -> None:
+    """stream() has no connect timeout: the handshake is bounded by api_timeout per try and
+    the retry budget overall; the pod is deleted and no API thread stays blocked."""
+    from orchestrator.sandbox import kubernetes as k8s
+
+    double.blackhole_handshakes = True
+    cfg = kube_config(double, heartbeat_interval=0, api_timeout=2, api_retry_budget=3)
+    sb = cfg.build()
+    t0 = time.monotonic()
+    with pytest.raises(SandboxStartError, match="exec handshake: no answer within 2s"):
+        # without the bound this waits forever: the outer timeout turns that into a failure
+        await asyncio.wait_for(sb.start(), 120)
+    assert time.monotonic() - t0 < 60  # api_timeout per try within the 3 s budget, + the start
+    assert (NS, sb.name) not in double.pods
+    double.blackhole_handshakes = False
+    # the abandoned handshake threads ended (websocket timeout): the API pool is free
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and k8s._api_pool()._work_queue.qsize():
+        await asyncio.sleep(0.1)
+    async with kube_config(double, heartbeat_interval=0).build() as again:
+        assert (await again.run("echo ok")).output == "ok\n"
+
+
 @pytest.mark.parametrize("how", ["clean", "reset"])
 async def test_dropped_stream_fails_pending_calls_at_once(double: Any, how: str) -> None:
     async with kube_config(double, heartbeat_interval=0).build() as sb:
@@ -248,11 +313,66 @@ async def test_pod_security_rejection_is_not_reported_as_rbac(double: Any) -> No
     assert "RBAC" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        (
+            'pods "x" is forbidden: exceeded quota: compute, requested: cpu=1, used: cpu=8, '
+            "limited: cpu=8",
+            r"rejected by a ResourceQuota: .*exceeded quota: compute",
+        ),
+        (
+            'admission webhook "policy.example.com" denied the request: images must be signed',
+            r"create pods forbidden \(admission webhook\?\): .*images must be signed",
+        ),
+    ],
+)
+async def test_quota_and_webhook_rejections_are_told_apart_from_rbac(
+    double: Any, message: str, expected: str
+) -> None:
+    double.deny_create_pods = message
+    sb = kube_config(double, heartbeat_interval=0).build()
+    with pytest.raises(SandboxStartError, match=expected) as err:
+        await sb.start()
+    assert "RBAC" not in str(err.value)
+    assert not [name for (ns, name) in double.pods if name == sb.name]
+
+
 async def test_ephemeral_storage_capacity_leaves_the_next_pod_pending(double: Any) -> None:
     double.ephemeral_capacity = 15 << 30  # one 10Gi sandbox fits, two do not
     async with kube_config(double, heartbeat_interval=0).build():
         with pytest.raises(SandboxStartError, match="Insufficient ephemeral-storage"):
             await kube_config(double, startup_timeout=1.5).build().start()
+
+
+async def test_pending_pod_starts_once_storage_is_freed(double: Any) -> None:
+    """The backend's pending path: a pod that does not fit waits (Unschedulable is not a
+    failure before startup_timeout) and starts when a finished sandbox frees its storage."""
+    double.ephemeral_capacity = 15 << 30  # one 10Gi sandbox fits, two do not
+    first = await kube_config(double, heartbeat_interval=0).build().start()
+    second = kube_config(double, heartbeat_interval=0).build()
+    starting = asyncio.create_task(second.start())
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pod = double.pods.get((NS, second.name)) or {}
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if any(c.get("reason") == "Unschedulable" for c in conditions):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the second pod was never reported Unschedulable")
+        await asyncio.sleep(1.0)  # the backend keeps waiting on a pending pod
+        assert not starting.done()
+        await first.close()
+        await asyncio.wait_for(starting, 120)
+        assert (await second.run("echo ok")).output == "ok\n"
+    finally:
+        await first.close()
+        if not starting.done():
+            starting.cancel()
+        await second.close()
+    assert (NS, second.name) not in double.pods
 
 
 # ---- graceful delete, eviction, deadline, start errors

@@ -37,7 +37,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
         )
         pods = reap_kubernetes(config, run_id=args.run, everything=args.all, dry_run=args.dry_run)
         for name, reason in pods:
-            print(f"{'would delete' if args.dry_run else 'deleted'} pod {name}: {reason}")
+            what = name if "/" in name else f"pod {name}"  # claims come as plural/name
+            print(f"{'would delete' if args.dry_run else 'deleted'} {what}: {reason}")
         print(f"reaped={0 if args.dry_run else len(pods)} found={len(pods)}")
         return 0
     from orchestrator.sandbox.gc import reap_docker

@@ -47,7 +47,14 @@ from orchestrator.sandbox.kubernetes import (
     limit_requests,
     load_configuration,
 )
-from orchestrator.sandbox.labels import LABEL_MANAGED, LABEL_OWNER, LABEL_RUN, label_value
+from orchestrator.sandbox.labels import (
+    LABEL_EXPIRES,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_RUN,
+    label_value,
+    owner_process_labels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +126,19 @@ class AgentSandboxConfig(ManagedSandboxConfig):
             **self.labels,
         }
 
+    def object_meta(self, name: str) -> dict[str, Any]:
+        """Metadata of a claim or Sandbox we create: our labels, and who created it with the
+        expiry as annotations, so ``gc`` finds what a SIGKILLed orchestrator left."""
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.pod_labels(),
+            "annotations": {
+                LABEL_EXPIRES: str(int(time.time() + self.ttl)),
+                **owner_process_labels(),
+            },
+        }
+
     def shutdown_time(self) -> str:
         at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=self.ttl)
         return at.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -128,7 +148,7 @@ class AgentSandboxConfig(ManagedSandboxConfig):
         return {
             "apiVersion": f"{EXT_GROUP}/{VERSION}",
             "kind": "SandboxClaim",
-            "metadata": {"name": name, "namespace": self.namespace, "labels": self.pod_labels()},
+            "metadata": self.object_meta(name),
             "spec": {
                 "warmPoolRef": {"name": self.warm_pool},
                 "lifecycle": {"shutdownTime": self.shutdown_time(), "shutdownPolicy": "Delete"},
@@ -147,7 +167,7 @@ class AgentSandboxConfig(ManagedSandboxConfig):
         return {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Sandbox",
-            "metadata": {"name": name, "namespace": self.namespace, "labels": self.pod_labels()},
+            "metadata": self.object_meta(name),
             "spec": {
                 "podTemplate": pod,
                 "shutdownTime": self.shutdown_time(),

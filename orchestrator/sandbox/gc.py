@@ -151,6 +151,22 @@ async def areap_docker(**kwargs: Any) -> list[Reaped]:
     return await asyncio.to_thread(reap_docker, **kwargs)
 
 
+def _k8s_reason(
+    notes: dict[str, str], *, now: float, run_id: str | None, everything: bool
+) -> str | None:
+    """Why a labelled Kubernetes object (a pod, a claim) is garbage, from its annotations."""
+    if everything or run_id:
+        return "--all" if everything else "run matches"
+    try:
+        if float(notes.get(LABEL_EXPIRES, "inf")) < now:
+            return "expired"
+    except ValueError:
+        return "unreadable expiry annotation"
+    if not orchestrator_alive(notes):
+        return "orphaned: its orchestrator process is gone"
+    return None
+
+
 def reap_kubernetes(
     config: KubernetesSandboxConfig,
     *,
@@ -158,7 +174,9 @@ def reap_kubernetes(
     everything: bool = False,
     dry_run: bool = False,
 ) -> list[tuple[str, str]]:
-    """Delete sandbox pods nobody will delete (finished, expired, orphaned); (name, reason)."""
+    """Delete what nobody will delete: sandbox pods (finished, expired, orphaned) and the
+    agent-sandbox backend's SandboxClaims and Sandboxes (expired, orphaned; where the CRDs
+    are installed). (name, reason) each; claims and Sandboxes named ``plural/name``."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -175,16 +193,12 @@ def reap_kubernetes(
             if meta is None or meta.name is None:
                 continue
             name: str = meta.name
-            notes = dict(meta.annotations or {})
-            reason = None
-            if everything or run_id:
-                reason = "--all" if everything else "run matches"
-            elif pod.status and pod.status.phase in ("Succeeded", "Failed"):
-                reason = f"finished ({pod.status.phase})"
-            elif float(notes.get(LABEL_EXPIRES, "inf")) < now:
-                reason = "expired"
-            elif not orchestrator_alive(notes):
-                reason = "orphaned: its orchestrator process is gone"
+            if pod.status and pod.status.phase in ("Succeeded", "Failed") and not run_id:
+                reason: str | None = f"finished ({pod.status.phase})"
+            else:
+                reason = _k8s_reason(
+                    dict(meta.annotations or {}), now=now, run_id=run_id, everything=everything
+                )
             if reason is None:
                 continue
             if not dry_run:
@@ -194,6 +208,15 @@ def reap_kubernetes(
                     if exc.status != 404:
                         raise SandboxError(f"cannot delete pod {name}: {exc.reason}") from exc
             reaped.append((name, reason))
+        reaped += _reap_claims(
+            api,
+            config.namespace,
+            selector,
+            now=now,
+            run_id=run_id,
+            everything=everything,
+            dry_run=dry_run,
+        )
         if not dry_run:
             from orchestrator import metrics
 
@@ -235,3 +258,48 @@ def reap_snapshot_images(
         image_id = str(info["Id"]).removeprefix("sha256:")[:12]
         found.append(Reaped(image_id, f"snapshot {image_id}", reason, removed))
     return found
+
+
+def _reap_claims(
+    api: Any,
+    namespace: str,
+    selector: str,
+    *,
+    now: float,
+    run_id: str | None,
+    everything: bool,
+    dry_run: bool,
+) -> list[tuple[str, str]]:
+    """The agent-sandbox objects we create (their controller deletes the pods)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from orchestrator.sandbox.agent_sandbox import EXT_GROUP, GROUP, VERSION
+
+    custom = client.CustomObjectsApi(api)
+    reaped = []
+    for group, plural in ((EXT_GROUP, "sandboxclaims"), (GROUP, "sandboxes")):
+        try:
+            listing: Any = custom.list_namespaced_custom_object(
+                group, VERSION, namespace, plural, label_selector=selector
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # the CRDs are not installed: nothing of ours to find
+                continue
+            raise SandboxError(f"cannot list {plural}: {exc.reason}") from exc
+        for item in listing.get("items", []):
+            meta = item.get("metadata") or {}
+            name = str(meta.get("name", ""))
+            reason = _k8s_reason(
+                dict(meta.get("annotations") or {}), now=now, run_id=run_id, everything=everything
+            )
+            if not name or reason is None:
+                continue
+            if not dry_run:
+                try:
+                    custom.delete_namespaced_custom_object(group, VERSION, namespace, plural, name)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise SandboxError(f"cannot delete {plural}/{name}: {exc.reason}") from exc
+            reaped.append((f"{plural}/{name}", reason))
+    return reaped

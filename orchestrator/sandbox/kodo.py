@@ -111,23 +111,23 @@ class KodoSandbox(Sandbox):
         return self._exec_sock._sock
 
     async def _kubernetes_exec(self) -> Transport:
-        """Our exec stream into kodo's pod: the Kubernetes backend's wait and attach (retries,
-        image pull back-off, the container named as in the pod's spec: kodo names it after
-        the pod, not ``sandbox``)."""
+        """Our exec stream into kodo's pod through the Kubernetes backend's public pod handle
+        (its retries, image pull back-off, the container named as in the pod's spec: kodo
+        names it after the pod, not ``sandbox``)."""
         from orchestrator.sandbox.kubernetes import KubernetesSandbox, KubernetesSandboxConfig
 
-        pod = KubernetesSandbox(
+        pod = KubernetesSandbox.for_pod(
             KubernetesSandboxConfig(
                 namespace=self.config.namespace,
                 kubeconfig=self.config.kubeconfig_path,
                 python=self.config.python,
                 startup_timeout=self.config.startup_timeout,
-            )
+                limits=self.config.limits,
+            ),
+            self.name,
         )
-        pod.name = self.name
         self._k8s = pod
-        await pod._wait_running()
-        return await pod._attach()
+        return await pod.attach_existing()
 
     async def _teardown(self) -> None:
         def stop() -> None:
@@ -140,4 +140,4 @@ class KodoSandbox(Sandbox):
 
         await asyncio.to_thread(stop)
         if self._k8s is not None:
-            await self._k8s._teardown_client()
+            await self._k8s.detach()

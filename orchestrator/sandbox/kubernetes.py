@@ -71,6 +71,11 @@ ANNOTATION_SANDBOX_ID = "agentic-rollout.sandbox-id"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 #: a real API server closes an exec stream on a websocket frame over 32 MiB
 WS_FRAME_LIMIT = 32 * 1024 * 1024
+#: most stdin bytes socket buffers on the way (ours, the API server's, the kubelet's) hold
+#: without a sign of progress, and the slowest rate the heartbeat assumes they drain at: a
+#: half-open stream busy with a large write fails within interval + timeout + 16 s
+PIPE_BYTES = 16 * 1024 * 1024
+DRAIN_RATE = 1e6
 
 
 class KubernetesSandboxConfig(ManagedSandboxConfig):
@@ -362,6 +367,26 @@ class KubernetesSandbox(Sandbox):
     def describe(self) -> str:
         return f"kubernetes sandbox {self.config.namespace}/{self.name} (image {self.config.image})"
 
+    # ---- a pod someone else created (kodo): our exec stream into it, nothing more
+
+    @classmethod
+    def for_pod(cls, config: KubernetesSandboxConfig, name: str) -> KubernetesSandbox:
+        """A handle on an existing pod ``name`` that this handle neither created nor deletes:
+        :meth:`attach_existing` waits for it and opens the agent's exec stream,
+        :meth:`detach` closes the handle's API client."""
+        handle = cls(config)
+        handle.name = name
+        return handle
+
+    async def attach_existing(self) -> Transport:
+        """Wait for the pod to run (image pull back-off, the container named as in its spec),
+        then the exec stream running the agent's bootstrap (the caller streams the agent in)."""
+        await self._wait_running()
+        return await self._attach()
+
+    async def detach(self) -> None:
+        await self._teardown_client()
+
     # ---- lifecycle
 
     async def start(self, *, queue: bool = True) -> KubernetesSandbox:
@@ -379,24 +404,56 @@ class KubernetesSandbox(Sandbox):
 
     async def _heartbeat_loop(self) -> None:
         """A ping every interval: traffic that resets idle deadlines on the way (kubelet, API
-        server, load balancers), and a bound on how long a half-open connection goes unseen."""
+        server, load balancers), and a bound on how long a half-open connection goes unseen.
+
+        The verdict does not wait for the ping's reply: on one stream a reply queues behind a
+        large write in flight (a healthy but slow link would look dead). Any sign of life
+        within ``heartbeat_timeout`` of the ping counts (``ExecTransport.alive_since``: bytes
+        received, frames of a write going out, the peer acknowledging what we sent), plus
+        time for what sits in buffers unanswered (at most ``PIPE_BYTES`` at ``DRAIN_RATE``)."""
         rpc = self.rpc
-        timeout = self.config.heartbeat_timeout
-        while not rpc.closed:
-            await asyncio.sleep(self.config.heartbeat_interval)
-            try:
-                await rpc.call("ping", timeout=timeout)
-            except RpcTimeoutError:
-                self.lost = (
-                    f"no reply to a heartbeat ping within {timeout:g}s: the connection is "
-                    f"half-open (API server, node or load balancer gone)"
-                )
-                log.warning("%s: %s", self.describe(), self.lost)
-                if self._abort is not None:
-                    self._abort(self.lost)
-                return
-            except SandboxError:
-                return  # closed: the reader already failed the pending calls
+        interval, timeout = self.config.heartbeat_interval, self.config.heartbeat_timeout
+        ping: asyncio.Task[Any] | None = None
+        try:
+            while not rpc.closed:
+                await asyncio.sleep(interval)
+                stream = self._exec
+                if stream is None:  # direct TCP: the reply is the only signal
+                    try:
+                        await rpc.call("ping", timeout=timeout)
+                    except RpcTimeoutError:
+                        self._declare_lost(f"no reply to a heartbeat ping within {timeout:g}s")
+                        return
+                    except SandboxError:
+                        return
+                    continue
+                sent = time.monotonic()
+                unacked = stream.unacked_bytes()
+                if ping is None or ping.done():  # one in flight at most, behind a long write
+                    ping = asyncio.create_task(rpc.call("ping", timeout=None))
+                    ping.add_done_callback(_ignore_result)
+                while not stream.alive_since(sent, unacked):
+                    if _is_closed(rpc):  # (a call: the loop's condition narrowed the attribute)
+                        return
+                    # bytes already delivered into buffers (ours, the peer's, proxies') show
+                    # no progress while the peer reads them: allow for them at a slow rate
+                    ahead = min(stream.unanswered_bytes(), PIPE_BYTES)
+                    if time.monotonic() - sent > timeout + ahead / DRAIN_RATE:
+                        self._declare_lost(
+                            f"no sign of life on the stream within {timeout:g}s of a heartbeat "
+                            "ping (nothing received, nothing of ours acknowledged)"
+                        )
+                        return
+                    await asyncio.sleep(min(0.1, timeout / 4))
+        finally:
+            if ping is not None:
+                ping.cancel()
+
+    def _declare_lost(self, what: str) -> None:
+        self.lost = f"{what}: the connection is half-open (API server, node or load balancer gone)"
+        log.warning("%s: %s", self.describe(), self.lost)
+        if self._abort is not None:
+            self._abort(self.lost)
 
     async def _open(self) -> Transport:
         await self._create_pod()
@@ -427,6 +484,10 @@ class KubernetesSandbox(Sandbox):
             )
         except ApiException as exc:
             raise SandboxStartError(self._api_error("create", "pods/exec", exc)) from exc
+        except OSError as exc:  # a handshake with no answer (TimeoutError), refused, reset
+            raise SandboxStartError(
+                f"{self.describe()}: cannot open the exec stream: {_short(exc)}"
+            ) from exc
         transport = ExecTransport(
             ws,
             asyncio.get_running_loop(),
@@ -529,6 +590,8 @@ class KubernetesSandbox(Sandbox):
         delay = 0.25
         while True:
             try:
+                if fn == self._exec_stream:
+                    return await self._bounded_handshake(functools.partial(fn, *args, **kwargs))
                 return await loop.run_in_executor(
                     _api_pool(), functools.partial(fn, *args, **kwargs)
                 )
@@ -544,6 +607,22 @@ class KubernetesSandbox(Sandbox):
                     on_retry(exc)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 8.0)
+
+    async def _bounded_handshake(self, connect: Callable[[], T]) -> T:
+        """The exec websocket's handshake within ``api_timeout``: the client's ``stream()``
+        has no connect timeout, and a black-holed handshake would hold the start (and an API
+        thread) forever. A TimeoutError (retryable, like any unreachable server); a handshake
+        that completes after we gave up is closed when it does."""
+        future = _api_pool().submit(connect)
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(future)), self.config.api_timeout
+            )
+        except asyncio.TimeoutError:
+            future.add_done_callback(_close_late_websocket)
+            raise TimeoutError(
+                f"exec handshake: no answer within {self.config.api_timeout:g}s"
+            ) from None
 
     async def _create_pod(self) -> None:
         from kubernetes.client.exceptions import ApiException
@@ -719,22 +798,36 @@ class KubernetesSandbox(Sandbox):
         return "events: " + ("; ".join(lines) if lines else "none")
 
     def _exec_stream(self, extra_args: list[str] | None = None) -> Any:
+        import websocket
+        from kubernetes import client
         from kubernetes.stream import stream
 
         admission.controller(self.backend).api.acquire_sync()  # the handshake is a request too
-        return stream(
-            self._core_api().connect_get_namespaced_pod_exec,
-            self.name,
-            self.config.namespace,
-            command=agent_command(self.config.python) + list(extra_args or []),
-            container=self.container,
-            stdin=True,
-            stdout=True,
-            stderr=True,
-            tty=False,
-            _preload_content=False,
-            binary=True,
-        )
+        if websocket.getdefaulttimeout() is None:
+            # stream() passes no timeout to the websocket's connect: without a default the
+            # thread of a black-holed handshake would block forever (ExecTransport makes the
+            # socket blocking again once connected)
+            websocket.setdefaulttimeout(self.config.api_timeout)
+        # a client of its own: stream() swaps its ApiClient's request method for the websocket
+        # one until the handshake returns, so a REST call sharing it meanwhile (the teardown's
+        # delete after a handshake we gave up on) would go out as a websocket upgrade
+        api = client.ApiClient(load_configuration(self.config))
+        try:
+            return stream(
+                client.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                self.name,
+                self.config.namespace,
+                command=agent_command(self.config.python) + list(extra_args or []),
+                container=self.container,
+                stdin=True,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                binary=True,
+            )
+        finally:
+            api.close()  # type: ignore[no-untyped-call]  # the websocket uses no pool of it
 
     async def _diagnose(self) -> str | None:
         known = self.lost or (self._exec.dead if self._exec is not None else None)
@@ -798,6 +891,28 @@ class KubernetesSandbox(Sandbox):
         if self._api_client is not None:
             client, self._api_client, self._core = self._api_client, None, None
             await asyncio.get_running_loop().run_in_executor(_api_pool(), client.close)
+
+
+def _is_closed(rpc: Any) -> bool:
+    return bool(rpc.closed)
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    """A heartbeat ping's outcome: its reply is not the verdict (a closed stream is seen by
+    the loop, a failure by the caller whose call fails)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _close_late_websocket(future: concurrent.futures.Future[Any]) -> None:
+    """A handshake that completed after :meth:`KubernetesSandbox._bounded_handshake` gave up:
+    nobody will use the stream, close it."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    try:
+        future.result().close()
+    except Exception as exc:  # closing an abandoned stream: nothing to report it to
+        log.debug("closing an abandoned exec stream: %s", exc)
 
 
 def _sandbox_container(pod: Any, preferred: str) -> str:

@@ -21,7 +21,9 @@ import hmac
 import json
 import logging
 import socket
+import struct
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,15 @@ class ExecTransport:
         self.exec_status: str | None = None  # channel 3: the exec's status or start error
         self.dead: str | None = None  # why the stream ended, when we know better than "EOF"
         self._closed = False
+        #: monotonic time of the last frame received (any channel, control frames too)
+        self.last_recv = time.monotonic()
+        #: monotonic time a write started or one of its frames went out; ``sending`` while
+        #: a write is in progress
+        self.last_send_progress = 0.0
+        self.sending = False
+        #: stdin bytes sent so far, and that count when the last frame was received
+        self.bytes_sent = 0
+        self.bytes_sent_at_recv = 0
         self._max_frame = max_frame
         self._write_timeout = write_timeout
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="k8s-exec-w")
@@ -66,6 +77,8 @@ class ExecTransport:
         try:
             while True:
                 opcode, frame = self._ws.recv_data_frame(True)
+                self.last_recv = time.monotonic()
+                self.bytes_sent_at_recv = self.bytes_sent
                 if opcode == ABNF.OPCODE_CLOSE:
                     break
                 if opcode not in (ABNF.OPCODE_BINARY, ABNF.OPCODE_TEXT) or not frame.data:
@@ -100,8 +113,51 @@ class ExecTransport:
         from websocket import ABNF
 
         view = memoryview(data)
-        for i in range(0, len(data), self._max_frame):
-            self._ws.send(b"\x00" + bytes(view[i : i + self._max_frame]), ABNF.OPCODE_BINARY)
+        self.sending = True
+        self.last_send_progress = time.monotonic()
+        try:
+            for i in range(0, len(data), self._max_frame):
+                chunk = view[i : i + self._max_frame]
+                self._ws.send(b"\x00" + bytes(chunk), ABNF.OPCODE_BINARY)
+                self.bytes_sent += len(chunk)
+                self.last_send_progress = time.monotonic()
+        finally:
+            self.sending = False
+
+    def unacked_bytes(self) -> int | None:
+        """Bytes we sent that the peer's TCP has not acknowledged yet (Linux ``TIOCOUTQ``;
+        None where it cannot be read). Falling while nothing comes back: the peer is alive and
+        draining a large write, not gone."""
+        try:
+            import fcntl
+            import termios
+        except ImportError:  # not POSIX
+            return None
+        request = getattr(termios, "TIOCOUTQ", None)
+        if request is None or self._closed:
+            return None
+        try:
+            buf = fcntl.ioctl(self._raw.fileno(), request, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return None
+        return int(struct.unpack("i", buf)[0])
+
+    def unanswered_bytes(self) -> int:
+        """Bytes sent since the last frame came back: what the peer may still have to read
+        before a reply to anything sent after them can arrive."""
+        return self.bytes_sent - self.bytes_sent_at_recv
+
+    def alive_since(self, since: float, unacked: int | None) -> bool:
+        """Whether the connection showed life after ``since``: bytes came back, a frame of a
+        write in progress went out (the peer made room for it), or fewer of our bytes wait
+        for the peer's acknowledgement than ``unacked`` (sampled earlier). Independent of
+        replies, which queue behind a large write on the same stream."""
+        if self.last_recv >= since:
+            return True
+        if self.sending and self.last_send_progress >= since:
+            return True
+        now_unacked = self.unacked_bytes()
+        return unacked is not None and now_unacked is not None and now_unacked < unacked
 
     async def write(self, data: bytes) -> None:
         if self._closed:
@@ -115,8 +171,8 @@ class ExecTransport:
             raise ConnectionError(self.dead) from None
         except RuntimeError as exc:  # the writer was shut down by close()
             raise ConnectionError(self.dead or "exec stream to the pod is closed") from exc
-        except Exception as exc:
-            raise ConnectionError(f"exec stream write failed: {exc}") from exc
+        except Exception as exc:  # after abort(): its reason, not the socket's complaint
+            raise ConnectionError(self.dead or f"exec stream write failed: {exc}") from exc
 
     def abort(self, reason: str) -> None:
         """Kill the stream now, from any thread: blocked reads and sends fail at once."""
