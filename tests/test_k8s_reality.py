@@ -534,3 +534,36 @@ async def test_api_rate_bounds_every_request_of_the_pod_backend(double: Any) -> 
     seen = double.request_times[first:]
     assert len(seen) == len(sent) >= 4 * 3  # create, a poll, the exec handshake, delete each
     assert max_window(seen) <= 4
+
+
+@pytest.mark.parametrize("heartbeat", [True, False])
+async def test_warm_pool_across_an_idle_timeout(double: Any, heartbeat: bool) -> None:
+    """A pooled sandbox idles until someone needs it: with the heartbeat its stream outlives
+    the server's idle deadline and it is handed out; without, the closed stream is noticed
+    and a fresh sandbox is handed out instead of a dead one."""
+    from orchestrator.sandbox.pool import WarmPool
+
+    beat = {"heartbeat_interval": 0.3, "heartbeat_timeout": 5} if heartbeat else {}
+    values = {
+        "type": "kubernetes",
+        **kube_config(double, heartbeat_interval=0).model_dump(exclude_unset=True),
+        **beat,
+    }
+    async with WarmPool(1, max_starting=1) as pool:
+        pool.warm(values)
+        deadline = time.monotonic() + 120
+        while pool.ready(values) < 1:
+            assert time.monotonic() < deadline, "the pool never filled"
+            await asyncio.sleep(0.05)
+        double.idle_timeout = 1.0
+        await asyncio.sleep(2.5)
+        double.idle_timeout = None
+        sandbox = await pool.acquire(values)
+        try:
+            assert (await sandbox.run("echo after idle")).output == "after idle\n"
+        finally:
+            await sandbox.close()
+        if heartbeat:
+            assert (pool.stats.hits, pool.stats.discarded) == (1, 0)
+        else:  # the dead one skipped; the fresh one a refill or a start of its own
+            assert pool.stats.discarded == 1 and pool.stats.hits + pool.stats.misses == 1
