@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from agents.base import AgentConfig, BaseAgent, Decision, ParsedCall
+from agents.base import BaseAgent
+from agents.config import AgentConfig, Decision, ParsedCall
 from orchestrator.exceptions import ConfigError as _ConfigError
 
 AGENTS: dict[str, str] = {

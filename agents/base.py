@@ -35,11 +35,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+# AgentConfig, Decision, ParsedCall and ToolFormat were defined here: still importable from here
+from agents.config import AgentConfig, Decision, ParsedCall, ToolFormat, ToolFormatName
 from agents.context import (
     CONTRACT,
     CURRENT,
@@ -50,6 +51,7 @@ from agents.context import (
     describe,
     seed_prompt,
 )
+from agents.formats import HermesFormat, JsonFormat, NativeFormat, ReActFormat
 from orchestrator.exceptions import (
     AgentError,
     ConfigError,
@@ -60,8 +62,6 @@ from orchestrator.exceptions import (
 )
 from orchestrator.llm import (
     LLMClient,
-    LLMResponse,
-    RetryPolicy,
     coerce_response,
 )
 from orchestrator.sandbox.base import Sandbox
@@ -75,64 +75,6 @@ log = logging.getLogger(__name__)
 #: tool calls allowed per model turn before a loop counts as runaway (native replies may carry
 #: several calls; a loop that calls tools without ever asking the model is bounded by this)
 MAX_CALLS_PER_TURN = 32
-
-
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    max_steps: int = Field(10, ge=1, description="model turns at most")
-    max_tokens_per_step: int = Field(512, ge=1)
-    temperature: float = Field(0.7, ge=0)
-    max_consecutive_format_errors: int = Field(3, ge=1)
-    max_observation_chars: int = Field(20000, ge=100)
-    system_prompt: str | None = None
-    #: how tool calls are written: the agent's default ("auto"), ReAct text, schema-constrained
-    #: JSON (small local models), or native function calling
-    #: ``hermes``: ``<tool_call>{"name", "arguments"}</tool_call>`` in the text (Qwen, Hermes,
-    #: most open models' chat templates; the VERL agent loop's default)
-    tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
-
-
-# ---- what the model decided
-
-
-@dataclass
-class ParsedCall:
-    name: str
-    arguments: dict[str, Any] | None
-    raw_arguments: str
-    id: str = ""
-    #: why the arguments could not be used (shown to the model instead of running the tool)
-    error: str | None = None
-
-
-@dataclass
-class Decision:
-    thought: str = ""
-    calls: list[ParsedCall] = field(default_factory=list)
-    final_answer: str | None = None
-    format_error: str | None = None
-
-
-class ToolFormat(Protocol):
-    """How tools are offered to the model and how its replies are read."""
-
-    native: bool
-
-    def instructions(self, tools: ToolRegistry) -> str: ...
-
-    def parse(self, response: LLMResponse, tools: ToolRegistry) -> Decision: ...
-
-    def assistant_message(self, response: LLMResponse) -> dict[str, Any]: ...
-
-    def observation_messages(
-        self, decision: Decision, results: list[ToolResult], texts: list[str]
-    ) -> list[dict[str, Any]]: ...
-
-    def format_error_message(self, error: str) -> dict[str, Any]: ...
-
-    def stop(self) -> list[str] | None: ...
 
 
 def tool_context(task: Task, sandbox: Sandbox | None) -> ToolContext:
@@ -204,8 +146,6 @@ class BaseAgent:
 
     def tool_format(self, llm: LLMClient | None) -> ToolFormat:
         """The configured format, else the agent's default (:meth:`default_tool_format`)."""
-        from agents.formats import HermesFormat, JsonFormat, NativeFormat, ReActFormat
-
         choice = self.config.tool_format
         if choice == "react":
             return ReActFormat()
@@ -224,8 +164,6 @@ class BaseAgent:
 
     def default_tool_format(self, llm: LLMClient | None) -> ToolFormat:
         """ReAct text: works with any model, and with ``llm_generate_func`` returning text."""
-        from agents.formats import ReActFormat
-
         return ReActFormat()
 
     def system_prompt(self, task: Task, tools: ToolRegistry, fmt: ToolFormat) -> str:
@@ -393,7 +331,7 @@ class BaseAgent:
             content=text,
             success=result.success,
             duration=elapsed,
-            tool_result=_jsonable(result.data),
+            tool_result=jsonable(result.data),
             metadata={"terminate": True} if result.terminate and result.success else {},
         )
         run.results.append(result)
@@ -468,8 +406,6 @@ class BaseAgent:
         try:
             fmt = self.tool_format(None)
         except ConfigError:  # native calling needs a client; direct calls get text
-            from agents.formats import ReActFormat
-
             fmt = ReActFormat()
         tools = default_registry()
         run = AgentRun(
@@ -575,9 +511,24 @@ def _call_step(call: ParsedCall, turn: int) -> TrajectoryStep:
     )
 
 
-def _jsonable(data: Any) -> Any:
+def jsonable(data: Any) -> Any:
+    """``data`` if JSON can hold it, else its ``str`` (tool results, VERL extra fields)."""
     try:
         json.dumps(data)
     except (TypeError, ValueError):
         return str(data)
     return data
+
+
+__all__ = [
+    "MAX_CALLS_PER_TURN",
+    "AgentConfig",
+    "BaseAgent",
+    "Decision",
+    "ParsedCall",
+    "ToolFormat",
+    "ToolFormatName",
+    "jsonable",
+    "submitted_data",
+    "tool_context",
+]

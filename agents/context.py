@@ -27,7 +27,8 @@ from tools.base import ToolContext, ToolResult
 from tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from agents.base import BaseAgent, Decision, ToolFormat
+    from agents.base import BaseAgent
+    from agents.config import Decision, ToolFormat
 
 
 class ModelReply(str):

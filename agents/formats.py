@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from agents.base import Decision, ParsedCall
+from agents.config import Decision, ParsedCall
 from orchestrator.llm import LLMResponse
 from tools.base import ToolResult
 from tools.registry import ToolRegistry

@@ -1,4 +1,17 @@
-"""``AgenticRolloutConfig``: the seed's fields, plus sandbox, LLM and retry settings.
+"""``AgenticRolloutConfig``: one run's configuration, composed of the layers' own models.
+
+* ``agent``: :class:`agents.config.AgentConfig` (turns, tokens per step, temperature, tool
+  format, LLM retry policy, system prompt) - the one definition of those fields;
+* ``llm``: :class:`LLMSettings`;
+* ``sandbox``: the backend settings, checked against the discriminated union
+  :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) when the config is read;
+* ``tools`` / ``tools_config``: which tools, and their settings (built-in tools' settings are
+  checked when the config is read too);
+* the run's own fields (concurrency, saving, timeouts, admission, retry of stored outcomes).
+
+The seed's flat names (``max_steps=8``, ``temperature``, ``tool_format`` ...) keep working, as
+constructor/YAML keys and as attributes, through the one mapping :data:`SEED_FIELDS`.
+Integrations (SWE, VERL, Harbor) derive their configs with :meth:`AgenticRolloutConfig.preset`.
 
 The seed's environment variables keep their meaning: ``AGENTIC_SAVE_TRAJECTORIES`` sets the
 default of ``save_trajectories``; ``AGENTIC_LOG_LEVEL`` is read by :func:`configure_logging`;
@@ -15,9 +28,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orchestrator.admission import AdmissionSettings, merge_admission_defaults
+from orchestrator.agent_settings import AgentConfig
 from orchestrator.exceptions import ConfigError
-from orchestrator.llm import RetryPolicy
+from orchestrator.sandbox.config import validate_sandbox
 from orchestrator.trajectory import Outcome
+from orchestrator.validation import describe_errors, did_you_mean
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -40,11 +55,14 @@ class LLMSettings(BaseModel):
 class AgenticRolloutConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    def __init__(self, **data: Any) -> None:
+        # spelled out so type checkers accept the seed's flat names (SEED_FIELDS) as keywords
+        super().__init__(**data)
+
     # ---- the seed's fields
     agent_type: str = "react"
-    max_steps: int = Field(10, ge=1)
-    max_tokens_per_step: int = Field(512, ge=1)
-    temperature: float = Field(0.7, ge=0)
+    #: the agent's loop settings; the seed's flat names (max_steps, temperature...) map here
+    agent: AgentConfig = Field(default_factory=AgentConfig)
     #: per-tool config overrides, e.g. {"bash": {"timeout": 30}}
     tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: tasks handed to the scheduler at a time (results are saved as each trajectory ends)
@@ -73,17 +91,11 @@ class AgenticRolloutConfig(BaseModel):
     #: a group counts as one of ``concurrent_requests``
     group_size: int = Field(1, ge=1)
     llm: LLMSettings = Field(default_factory=LLMSettings)
-    retry: RetryPolicy = Field(default_factory=RetryPolicy)
     trajectory_timeout: float = Field(1800.0, gt=0, description="seconds per trajectory")
-    max_consecutive_format_errors: int = Field(3, ge=1)
-    system_prompt: str | None = None
     #: process-wide admission limits per backend type, e.g. {"docker": {"max_live": 32}}:
     #: fields not given keep that backend's defaults (orchestrator.admission.DEFAULTS); shared
     #: by every AgenticRollout, warm pool and VERL loop of the process
     admission: dict[str, AdmissionSettings] = Field(default_factory=dict)
-    #: "auto" (the agent's default), "react", "json" (schema-constrained, for small local
-    #: models), "native" (function calling) or "hermes" (<tool_call> tags in the text)
-    tool_format: Literal["auto", "react", "json", "native", "hermes"] = "auto"
     #: check the whole setup (sandbox image, LLM endpoint, agent/LLM fit, output writable)
     #: before the first sandbox starts; see orchestrator.preflight
     preflight: bool = True
@@ -97,8 +109,6 @@ class AgenticRolloutConfig(BaseModel):
     def _typed_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
         # typed per backend now, not when the first trajectory starts (the dict is kept: tasks
         # override keys of it)
-        from orchestrator.sandbox.config import validate_sandbox
-
         validate_sandbox(value)
         return value
 
@@ -123,12 +133,37 @@ class AgenticRolloutConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_save_path(cls, data: Any) -> Any:
-        """The seed's ``trajectory_save_path=None`` ("no file saving") means not saving."""
-        if isinstance(data, dict) and data.get("trajectory_save_path", "") is None:
+    def _seed_names(cls, data: Any) -> Any:
+        """The seed's flat names into their sections (:data:`SEED_FIELDS`), and the seed's
+        ``trajectory_save_path=None`` ("no file saving") as not saving."""
+        if not isinstance(data, dict):
+            return data
+        data = nest_seed_fields(data)
+        if data.get("trajectory_save_path", "") is None:
             data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
             data["save_trajectories"] = False
         return data
+
+    @model_validator(mode="after")
+    def _builtin_tool_settings(self) -> AgenticRolloutConfig:
+        # built-in tools' settings are typed: a typo fails here, with its path; tools registered
+        # by the user are checked when the rollout builds its registry
+        from tools.registry import check_builtin_tools_config
+
+        check_builtin_tools_config(self.tools_config)
+        return self
+
+    def preset(self, **changes: Any) -> AgenticRolloutConfig:
+        """A copy with ``changes`` applied (flat seed names and dotted keys allowed), validated
+        like a loaded config: how SWE, VERL and Harbor set their presets on a user's config."""
+        data = self.model_dump()
+        for key, value in changes.items():
+            set_dotted(data, SEED_FIELDS.get(key, key), value)
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            problems = describe_errors(exc, type(self), aliases=SEED_FIELDS)
+            raise ConfigError(f"invalid configuration:\n  {problems}") from None
 
     @field_validator("admission", mode="before")
     @classmethod
@@ -153,40 +188,86 @@ class AgenticRolloutConfig(BaseModel):
             if loaded is not None and not isinstance(loaded, dict):
                 raise ConfigError(f"config {path} must be a mapping, got {type(loaded).__name__}")
             data = loaded or {}
+        data = nest_seed_fields(data)  # so an override of either spelling replaces it
         for key, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = key.split(".")
-            for part in parents:
-                target = target.setdefault(part, {})
-            target[leaf] = value
+            if value is not None:
+                set_dotted(data, SEED_FIELDS.get(key, key), value)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            from orchestrator.sandbox.config import describe_errors
-
             where = f" ({path})" if path is not None else ""
             raise ConfigError(
-                f"invalid configuration{where}:\n  {describe_errors(exc, cls)}"
+                f"invalid configuration{where}:\n  {describe_errors(exc, cls, aliases=SEED_FIELDS)}"
             ) from None
 
-    def agent_config(self) -> Any:
-        from agents.base import AgentConfig
-
-        return AgentConfig(
-            max_steps=self.max_steps,
-            max_tokens_per_step=self.max_tokens_per_step,
-            temperature=self.temperature,
-            max_consecutive_format_errors=self.max_consecutive_format_errors,
-            system_prompt=self.system_prompt,
-            tool_format=self.tool_format,
-            retry=self.retry,
-        )
+    def agent_config(self) -> AgentConfig:
+        """The agent's settings (the ``agent`` section; kept as a method for callers of the
+        previous versions)."""
+        return self.agent
 
     @property
     def uses_sandbox(self) -> bool:
         return str(self.sandbox.get("type", "docker")) != "none"
+
+
+#: THE compatibility mapping: the seed's flat field names -> where they live now. Accepted as
+#: constructor / YAML / ``--set`` keys and readable and writable as attributes.
+SEED_FIELDS: dict[str, str] = {
+    name: f"agent.{name}"
+    for name in (
+        "max_steps",
+        "max_tokens_per_step",
+        "temperature",
+        "max_consecutive_format_errors",
+        "system_prompt",
+        "tool_format",
+        "retry",
+    )
+}
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """``data["a"]["b"] = value`` for ``key="a.b"`` (creating the sections on the way)."""
+    target = data
+    *parents, leaf = key.split(".")
+    for part in parents:
+        nested = target.get(part)
+        if not isinstance(nested, dict):
+            nested = target[part] = dict(nested) if nested else {}
+        target = nested
+    target[leaf] = value
+
+
+def nest_seed_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the seed's flat names moved to their sections; a setting given both ways
+    is refused rather than one silently winning."""
+    if not any(key in SEED_FIELDS for key in data):
+        return data
+    out = {k: v for k, v in data.items() if k not in SEED_FIELDS}
+    for key, value in data.items():
+        if key in SEED_FIELDS:
+            section, _, leaf = SEED_FIELDS[key].partition(".")
+            given = out.get(section)
+            if isinstance(given, dict) and leaf in given:
+                raise ConfigError(f"{key} is given twice: as {key} and as {SEED_FIELDS[key]}")
+            set_dotted(out, SEED_FIELDS[key], value)
+    return out
+
+
+def _seed_attribute(path: str) -> property:
+    section, _, leaf = path.partition(".")
+
+    def get(self: AgenticRolloutConfig) -> Any:
+        return getattr(getattr(self, section), leaf)
+
+    def set_(self: AgenticRolloutConfig, value: Any) -> None:
+        setattr(getattr(self, section), leaf, value)
+
+    return property(get, set_, doc=f"the seed's name for ``{path}``")
+
+
+for _name, _path in SEED_FIELDS.items():
+    setattr(AgenticRolloutConfig, _name, _seed_attribute(_path))
 
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -213,8 +294,6 @@ def resolve_retry(value: str | list[str]) -> frozenset[str]:
         elif word in OUTCOME_NAMES:
             out.add(word)
         else:
-            from orchestrator.sandbox.config import did_you_mean
-
             choices = [*_RETRY_KEYWORDS, *OUTCOME_NAMES]
             raise ConfigError(
                 f"unknown retry choice {word!r}{did_you_mean(word, choices)}; use "

@@ -37,6 +37,7 @@ from orchestrator.sandbox.pool import WarmPool
 from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Outcome, Trajectory, TrajectoryStatus, infer_outcome
+from orchestrator.validation import did_you_mean
 from tools.registry import ToolRegistry, default_registry, get_global_tool_registry
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,11 @@ class AgenticRollout:
         if base is None:
             global_registry = get_global_tool_registry()
             base = global_registry if len(global_registry) else default_registry()
-        unknown = set(self.config.tools or []) - set(base.names())
+        unknown = sorted(set(self.config.tools or []) - set(base.names()))
         if unknown:
             raise ConfigError(
-                f"config.tools names unknown tools: {', '.join(sorted(unknown))}; "
-                f"available: {', '.join(base.names())}"
+                f"config.tools names unknown tools: {', '.join(unknown)}"
+                f"{did_you_mean(unknown[0], base.names())}; available: {', '.join(base.names())}"
             )
         self.tools = base
         # a typo in tools_config (or a bad value) fails here, once, not in every trajectory

@@ -42,14 +42,16 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         f"import failed: {exc}"
     ) from exc
 
-from agents.base import _jsonable
-from orchestrator.admission import AdmissionSettings, merge_admission_defaults
+from agents.base import jsonable
+from orchestrator.admission import AdmissionSettings
+from orchestrator.agent_settings import ToolFormatName
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
 from orchestrator.groups import GroupMember, SnapshotGroups
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.fork import Snapshot
 from orchestrator.store import TrajectoryStore
+from orchestrator.swe.run import SWE_TOOLS, evaluate_in_rollout_sandbox, make_swe_reward, swe_config
 from orchestrator.tasks import Task
 from orchestrator.tokens import (
     Messages,
@@ -61,6 +63,7 @@ from orchestrator.tokens import (
     tokenize_conversation,
 )
 from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus
+from orchestrator.validation import describe_errors
 
 AGENT_NAME = "agentic_sandbox_agent"
 
@@ -72,8 +75,9 @@ class VerlLoopSettings(BaseModel):
 
     #: agent per row: "auto" = ``coding`` for SWE rows (``extra_info.swe``), else ``react``
     agent_type: str = "auto"
-    #: how tool calls are written in the generated text
-    tool_format: Literal["hermes", "react", "json"] = "hermes"
+    #: how tool calls are written in the generated text (one of the text formats: VERL
+    #: generates tokens, so "native" function calling and "auto" do not apply)
+    tool_format: ToolFormatName = "hermes"
     #: tools by name; None: bash, str_replace_editor, search, submit
     tools: list[str] | None = None
     tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -109,10 +113,44 @@ class VerlLoopSettings(BaseModel):
     #: completes in this process (samples split across worker processes)
     group_linger: float = Field(600.0, gt=0)
 
-    @field_validator("admission", mode="before")
+    @field_validator("tool_format")
     @classmethod
-    def _admission_over_defaults(cls, value: Any) -> Any:
-        return merge_admission_defaults(value)
+    def _text_format(cls, value: str) -> str:
+        if value in ("auto", "native"):
+            raise ValueError(
+                f"tool_format {value!r} does not apply to generated tokens: "
+                "use hermes, react or json"
+            )
+        return value
+
+    def rollout_config(self, response_length: int) -> AgenticRolloutConfig:
+        """The run config these settings stand for (VERL's names mapped onto it once): validated
+        when the agent loop starts, so a typo in ``sandbox`` fails there, not in every sample.
+        Rows then only pick their agent (:meth:`AgenticSandboxAgentLoop.config_for`)."""
+        try:
+            return self._rollout_config(response_length)
+        except ValidationError as exc:
+            problems = describe_errors(exc, AgenticRolloutConfig, "agentic.")
+            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}:\n  {problems}") from None
+
+    def _rollout_config(self, response_length: int) -> AgenticRolloutConfig:
+        return AgenticRolloutConfig(
+            agent_type=self.agent_type,
+            agent={
+                "max_steps": self.max_turns,
+                "max_tokens_per_step": self.max_tokens_per_turn or max(response_length, 1),
+                "max_observation_chars": self.max_observation_chars,
+                "tool_format": self.tool_format,
+                "system_prompt": self.system_prompt,
+            },
+            tools=self.tools or SWE_TOOLS,
+            tools_config=self.tools_config,
+            sandbox=self.sandbox,
+            admission=self.admission,
+            trajectory_timeout=self.trajectory_timeout,
+            save_trajectories=False,  # run() saves, with the token ledger attached
+            concurrent_requests=1,
+        )
 
 
 def _plain(value: Any) -> Any:
@@ -275,8 +313,10 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         try:
             self.settings = VerlLoopSettings.model_validate(_plain(agentic) or {})
         except ValidationError as exc:
-            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}: {exc}") from None
+            problems = describe_errors(exc, VerlLoopSettings, "agentic.")
+            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}:\n  {problems}") from None
         self.response_length = int(self.rollout_config.response_length)
+        self.run_config = self.settings.rollout_config(self.response_length)
 
     def _merger(self) -> TokenMerger:
         mode = self.settings.token_merge
@@ -284,27 +324,13 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             return VerlMerger(self.continuous_token_builder)
         return TemplateMerger(self.tokenizer, chat_template_kwargs=self.apply_chat_template_kwargs)
 
-    def _config(self, task: Task) -> AgenticRolloutConfig:
-        s = self.settings
-        swe = "swe" in task.metadata
-        tools = s.tools or ["bash", "str_replace_editor", "search", "submit"]
-        tools_config = dict(s.tools_config)
-        if swe:
-            tools_config["submit"] = {"mode": "auto", **tools_config.get("submit", {})}
-        return AgenticRolloutConfig(
-            agent_type=("coding" if swe else "react") if s.agent_type == "auto" else s.agent_type,
-            max_steps=s.max_turns,
-            max_tokens_per_step=s.max_tokens_per_turn or max(self.response_length, 1),
-            tools=tools,
-            tools_config=tools_config,
-            sandbox=s.sandbox,
-            admission=s.admission,
-            tool_format=s.tool_format,
-            system_prompt=s.system_prompt,
-            trajectory_timeout=s.trajectory_timeout,
-            save_trajectories=False,  # run() saves, with the token ledger attached
-            concurrent_requests=1,
-        )
+    def config_for(self, task: Task) -> AgenticRolloutConfig:
+        """The loop's config for one row: SWE rows get the SWE preset (the coding agent unless
+        ``agent_type`` names one, submit building the patch), the others ``react`` for auto."""
+        auto = self.run_config.agent_type == "auto"
+        if "swe" in task.metadata:
+            return swe_config(self.run_config, **({"agent_type": "coding"} if auto else {}))
+        return self.run_config.preset(agent_type="react") if auto else self.run_config
 
     def _reward(self, task: Task) -> tuple[Any, bool]:
         """(reward_fn or None, reward_all)."""
@@ -316,8 +342,6 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         if spec != "auto":
             raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
         if "swe" in task.metadata:
-            from orchestrator.swe.run import make_swe_reward
-
             sandbox = {
                 k: v for k, v in self.settings.sandbox.items() if k not in ("image", "workdir")
             }
@@ -359,15 +383,13 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             )
             reward_fn, reward_all = self._reward(task)
             rollout = AgenticRollout(
-                self._config(task),
+                self.config_for(task),
                 llm_client=client,
                 reward_fn=reward_fn,
                 reward_all=reward_all,
             )
             if self.settings.eval_in_rollout_sandbox and "swe" in task.metadata:
-                from orchestrator.swe.run import _evaluate_in_rollout_sandbox
-
-                rollout.after_agent = _evaluate_in_rollout_sandbox
+                rollout.after_agent = evaluate_in_rollout_sandbox
             member = None
             if self.settings.group_size and task.setup:
                 member, task = await self._join_group(kwargs, task)
@@ -482,7 +504,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
                 "agentic_truncated": bool(ledger.to_dict()["truncated"])
                 or status == TrajectoryStatus.TRUNCATED.value,
                 "agentic_sandbox": traj.metadata.get("sandbox") if traj else None,
-                "agentic_reward_details": _jsonable(traj.reward_details) if traj else {},
+                "agentic_reward_details": jsonable(traj.reward_details) if traj else {},
                 "agentic_seconds": seconds,
             },
         )

@@ -736,3 +736,25 @@ async def test_token_client_budget_params_and_bad_server_replies(tokenizer: Any)
                 {"role": "tool", "content": "x"},
             ]
         )
+
+
+def test_verl_settings_become_one_run_config_checked_at_loop_start() -> None:
+    _require_verl()
+    from orchestrator.agent_settings import AgentConfig
+    from orchestrator.exceptions import ConfigError
+    from orchestrator.swe.run import SWE_TOOLS
+    from orchestrator.verl_integration import VerlLoopSettings
+
+    settings = VerlLoopSettings(max_turns=3, max_observation_chars=500, system_prompt="s")
+    config = settings.rollout_config(response_length=256)
+    assert config.agent == AgentConfig(
+        max_steps=3,
+        max_tokens_per_step=256,
+        max_observation_chars=500,
+        tool_format="hermes",
+        system_prompt="s",
+    )
+    assert config.tools == SWE_TOOLS and not config.save_trajectories
+    bad = VerlLoopSettings(sandbox={"type": "docker", "imagee": "x"})
+    with pytest.raises(ConfigError, match=r"sandbox.imagee: unknown key; did you mean 'image'"):
+        bad.rollout_config(response_length=256)

@@ -11,9 +11,10 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from orchestrator.exceptions import ConfigError
+from orchestrator.validation import describe_errors
 from tools.base import AgenticBaseTool, ToolContext, ToolResult
 
 ToolSpec = tuple[type[AgenticBaseTool], dict[str, Any]]
@@ -148,16 +149,39 @@ def register_tool(
 
 def default_registry(**configs: dict[str, Any]) -> ToolRegistry:
     """A registry with the built-in tools: bash, str_replace_editor, search, calculator, submit."""
+    registry = ToolRegistry()
+    for cls in builtin_tool_classes().values():
+        registry.register(cls, configs.get(cls.name, {}))
+    unknown = set(configs) - set(registry.names())
+    if unknown:
+        raise ConfigError(f"no built-in tools named {', '.join(sorted(unknown))}")
+    return registry
+
+
+def builtin_tool_classes() -> dict[str, type[AgenticBaseTool]]:
+    """The built-in tools by name (imported here, not at module import)."""
     from tools.bash import BashExecutorTool
     from tools.calculator import CalculatorTool
     from tools.editor import FileEditorTool
     from tools.search import SearchTool
     from tools.submit import SubmitTool
 
-    registry = ToolRegistry()
-    for cls in (BashExecutorTool, FileEditorTool, SearchTool, CalculatorTool, SubmitTool):
-        registry.register(cls, configs.get(cls.name, {}))
-    unknown = set(configs) - set(registry.names())
-    if unknown:
-        raise ConfigError(f"no built-in tools named {', '.join(sorted(unknown))}")
-    return registry
+    classes = (BashExecutorTool, FileEditorTool, SearchTool, CalculatorTool, SubmitTool)
+    return {cls.name: cls for cls in classes}
+
+
+def check_builtin_tools_config(tools_config: dict[str, dict[str, Any]]) -> None:
+    """Validate the settings given for built-in tools (a run config's ``tools_config``) now:
+    ConfigError with ``tools_config.NAME.KEY`` and a did-you-mean. A name the user registered
+    their own tool under is theirs (checked when the run builds its registry)."""
+    builtins = builtin_tool_classes()
+    user = get_global_tool_registry()
+    for name, settings in tools_config.items():
+        cls = builtins.get(name)
+        if cls is None or cls.config_model is None or name in user:
+            continue
+        try:
+            cls.config_model.model_validate(settings)
+        except ValidationError as exc:
+            problems = describe_errors(exc, cls.config_model, f"tools_config.{name}.")
+            raise ConfigError(f"invalid settings for tool {name}:\n  {problems}") from None

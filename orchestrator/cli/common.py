@@ -14,8 +14,9 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
+from orchestrator.agent_settings import ToolFormatName
 from orchestrator.exceptions import AgenticRolloutError
 
 #: the source checkout (examples/, sandbox_images/, bench/ live there, not in the wheel)
@@ -286,7 +287,7 @@ def add_run_options(run: argparse.ArgumentParser) -> None:
         help="override a config field (dotted keys: llm.model=gpt-4o); repeatable",
     )
     run.add_argument("--agent", help="agent type: react, tool, coding, or module:Class")
-    run.add_argument("--tool-format", choices=["auto", "react", "json", "native", "hermes"])
+    run.add_argument("--tool-format", choices=get_args(ToolFormatName))
     run.add_argument(
         "--backend",
         choices=["docker", "kubernetes", "agent-sandbox", "kodo", "local", "none"],

@@ -342,7 +342,7 @@ def harbor_config(
         update["tools"] = HARBOR_TOOLS
     if not config.uses_sandbox:
         raise TaskError("harbor tasks run in a sandbox: --backend none cannot run them")
-    return config.model_copy(update=update)
+    return config.preset(**update)
 
 
 async def build_images(

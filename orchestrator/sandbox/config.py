@@ -12,17 +12,18 @@ backend config modules, which import no SDK at module level.
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from orchestrator import validation
 from orchestrator.exceptions import ConfigError
 from orchestrator.sandbox.agent_sandbox import AgentSandboxConfig
 from orchestrator.sandbox.docker import DockerSandboxConfig
 from orchestrator.sandbox.kodo import KodoSandboxConfig
 from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 from orchestrator.sandbox.local import LocalSandboxConfig
+from orchestrator.validation import did_you_mean
 
 
 class NoSandboxConfig(BaseModel):
@@ -46,43 +47,9 @@ SandboxSettings = Annotated[
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(SandboxSettings)
 
 
-def did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def describe_errors(exc: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
-    """pydantic's errors as ``prefix+key: problem`` lines, with a did-you-mean for unknown
-    keys."""
-    lines: list[str] = []
-    for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
-        # a discriminated union puts the chosen tag first in loc: drop it
-        if loc and loc[0] in _BY_TYPE:
-            loc = loc[1:]
-        key = ".".join(loc)
-        if err["type"] == "extra_forbidden" and loc:
-            hint = did_you_mean(loc[-1], sorted(_model_at(model, loc[:-1]).model_fields))
-            lines.append(f"{prefix}{key}: unknown key{hint}")
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            if msg.startswith("invalid ") and "\n" in msg:  # a nested validator's own report
-                lines.append(msg.split("\n", 1)[1].strip())
-            else:
-                lines.append(f"{prefix}{key}: {msg}" if key else f"{prefix.rstrip('.')}: {msg}")
-    return "\n  ".join(lines)
-
-
-def _model_at(model: type[BaseModel], path: list[str]) -> type[BaseModel]:
-    """The nested model a location points into (``llm`` -> LLMSettings), for did-you-mean."""
-    for part in path:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field is not None else None
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            break
-    return model
+    """:func:`orchestrator.validation.describe_errors` knowing the backend tags."""
+    return validation.describe_errors(exc, model, prefix, tags=_BY_TYPE)
 
 
 _BY_TYPE: dict[str, type[BaseModel]] = {
@@ -118,4 +85,10 @@ def validate_sandbox(values: dict[str, Any], *, where: str = "sandbox") -> BaseM
     return typed
 
 
-__all__ = ["NoSandboxConfig", "SandboxSettings", "describe_errors", "validate_sandbox"]
+__all__ = [
+    "NoSandboxConfig",
+    "SandboxSettings",
+    "describe_errors",
+    "did_you_mean",
+    "validate_sandbox",
+]

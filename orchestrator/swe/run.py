@@ -29,7 +29,7 @@ def swe_config(base: AgenticRolloutConfig | None = None, **overrides: Any) -> Ag
     if cfg.tools is None:
         update["tools"] = SWE_TOOLS
     update.update(overrides)
-    return cfg.model_copy(update=update)
+    return cfg.preset(**update)
 
 
 def _record(traj: Trajectory, result: EvalResult) -> float:
@@ -77,7 +77,7 @@ def _in_rollout_sandbox(strict: bool) -> Any:
 
 
 #: the default (non-strict) hook, as VERL's loop uses it
-_evaluate_in_rollout_sandbox = _in_rollout_sandbox(False)
+evaluate_in_rollout_sandbox = _in_rollout_sandbox(False)
 
 
 async def run_swe(
