@@ -38,6 +38,13 @@ class Decision:
     format_error: str | None = None
 
 
+class ConfiguredAgent(Protocol):
+    """What the per-trajectory context (:mod:`agents.context`) needs of an agent: its settings.
+    (:class:`agents.base.BaseAgent` is one; typing it so keeps context below base.)"""
+
+    config: AgentConfig
+
+
 class ToolFormat(Protocol):
     """How tools are offered to the model and how its replies are read."""
 
@@ -58,4 +65,11 @@ class ToolFormat(Protocol):
     def stop(self) -> list[str] | None: ...
 
 
-__all__ = ["AgentConfig", "Decision", "ParsedCall", "ToolFormat", "ToolFormatName"]
+__all__ = [
+    "AgentConfig",
+    "ConfiguredAgent",
+    "Decision",
+    "ParsedCall",
+    "ToolFormat",
+    "ToolFormatName",
+]

@@ -27,8 +27,7 @@ from tools.base import ToolContext, ToolResult
 from tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from agents.base import BaseAgent
-    from agents.config import Decision, ToolFormat
+    from agents.config import ConfiguredAgent, Decision, ToolFormat
 
 
 class ModelReply(str):
@@ -52,7 +51,8 @@ class AgentRun:
     """What the six methods work with during one trajectory: its task, tools, sandbox, LLM,
     tool format and the conversation. Held in a context variable by :meth:`BaseAgent.run`."""
 
-    agent: BaseAgent
+    #: the agent running it (a BaseAgent; only its settings are read here)
+    agent: ConfiguredAgent
     task: Task
     tools: ToolRegistry
     ctx: ToolContext
