@@ -113,7 +113,7 @@ class Checker:
         import kubernetes
         from kubernetes import client
 
-        from orchestrator.sandbox.kubernetes import _api_pool, api_client
+        from orchestrator.sandbox.kubernetes import api_client, api_pool
 
         def get() -> dict[str, Any]:
             api = api_client(self.config)
@@ -128,14 +128,14 @@ class Checker:
             finally:
                 api.close()
 
-        found = await asyncio.get_running_loop().run_in_executor(_api_pool(), get)
+        found = await asyncio.get_running_loop().run_in_executor(api_pool(), get)
         self.report.environment.update(found)
         return found
 
     async def can_i(self, verbs: list[tuple[str, str, str]], want: bool) -> dict[str, bool]:
         from kubernetes import client
 
-        from orchestrator.sandbox.kubernetes import _api_pool, api_client
+        from orchestrator.sandbox.kubernetes import api_client, api_pool
 
         def review() -> dict[str, bool]:
             api = api_client(self.config)
@@ -161,7 +161,7 @@ class Checker:
             finally:
                 api.close()
 
-        found = await asyncio.get_running_loop().run_in_executor(_api_pool(), review)
+        found = await asyncio.get_running_loop().run_in_executor(api_pool(), review)
         wrong = [k for k, v in found.items() if v != want]
         if wrong:
             raise AssertionError(

@@ -293,7 +293,7 @@ def limit_requests(api: Any, backend: str) -> Any:
     return api
 
 
-def _api_pool() -> concurrent.futures.ThreadPoolExecutor:
+def api_pool() -> concurrent.futures.ThreadPoolExecutor:
     """Threads for blocking API calls, apart from the loop's default executor (which RPC writes
     of other backends and to_thread users share): a slow API server never starves them."""
     global _POOL
@@ -593,7 +593,7 @@ class KubernetesSandbox(Sandbox):
                 if fn == self._exec_stream:
                     return await self._bounded_handshake(functools.partial(fn, *args, **kwargs))
                 return await loop.run_in_executor(
-                    _api_pool(), functools.partial(fn, *args, **kwargs)
+                    api_pool(), functools.partial(fn, *args, **kwargs)
                 )
             except Exception as exc:
                 if not _retryable(exc):
@@ -890,7 +890,7 @@ class KubernetesSandbox(Sandbox):
     async def _teardown_client(self) -> None:
         if self._api_client is not None:
             client, self._api_client, self._core = self._api_client, None, None
-            await asyncio.get_running_loop().run_in_executor(_api_pool(), client.close)
+            await asyncio.get_running_loop().run_in_executor(api_pool(), client.close)
 
 
 def _is_closed(rpc: Any) -> bool:
