@@ -4,15 +4,19 @@
 
     AgenticRolloutError
     ├── ConfigError (ValueError)              bad configuration or argument, found on the host
-    │   └── PreflightError                    a run's setup failed its checks; nothing started
+    │   ├── PreflightError                    a run's setup failed its checks; nothing started
+    │   └── FilterError                       an ``export --where`` filter that does not parse
     ├── TaskError (ValueError)                a task (file line, row) that cannot be run
     ├── AgentError                            an agent broke its contract (garbage from
     │   │                                     parse_llm_output, an exception in execute_tool_call)
     │   └── StepLimitExceeded                 an agent kept going past ``max_steps``
+    ├── ToolError                             a tool refuses or fails: the model reads it
+    ├── TokenizationError                     messages cannot be tokenized consistently
     ├── StoreError (OSError)                  the trajectory file cannot be written
     │   └── StoreLockedError                  another run is writing to the same file
     ├── LLMError                              a model call failed
     │   ├── LLMRequestError                   the endpoint refused the request (4xx): not retried
+    │   ├── TokenBudgetExceeded               the trajectory used its whole token budget
     │   └── LLMRetryableError                 retried with backoff, then raised
     │       ├── LLMRateLimitError             429
     │       ├── LLMServerError                5xx
@@ -83,6 +87,10 @@ class PreflightError(ConfigError):
         )
 
 
+class FilterError(ConfigError):
+    """``export --where`` does not parse, or names an unknown field."""
+
+
 class TaskError(AgenticRolloutError, ValueError):
     """A task cannot be run (bad JSONL line, missing prompt...)."""
 
@@ -95,6 +103,10 @@ class AgentError(AgenticRolloutError):
 class StepLimitExceeded(AgentError):
     """An agent asked for more model turns (or tool calls) than ``max_steps`` allows, i.e. its
     loop ignored ``should_continue``; the trajectory ends as ``max_steps``."""
+
+
+class ToolError(AgenticRolloutError):
+    """A tool refuses or fails; its message is what the model sees. Never leaves ``execute``."""
 
 
 class StoreError(AgenticRolloutError, OSError):

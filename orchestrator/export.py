@@ -29,15 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.exceptions import ConfigError
+from orchestrator.exceptions import FilterError as FilterError  # noqa: PLC0414 - defined here before
 from orchestrator.trajectory import Trajectory
 
 FORMATS = ("messages", "sharegpt", "parquet")
 
 # ---- the filter language
-
-
-class FilterError(ConfigError):
-    """``--where`` does not parse, or names an unknown field."""
 
 
 FIELDS = {

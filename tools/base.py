@@ -27,12 +27,9 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrator.exceptions import AgenticRolloutError, ConfigError, RemoteError, SandboxError
+from orchestrator.exceptions import ConfigError, RemoteError, SandboxError
+from orchestrator.exceptions import ToolError as ToolError  # noqa: PLC0414 - defined here before
 from orchestrator.sandbox.base import Sandbox
-
-
-class ToolError(AgenticRolloutError):
-    """A tool refuses or fails; its message is what the model sees. Never leaves ``execute``."""
 
 
 class ToolResult(BaseModel):
