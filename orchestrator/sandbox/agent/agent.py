@@ -1,10 +1,13 @@
 """In-sandbox RPC agent: the only code that runs inside a sandbox.
 
-Standard library only, Python >= 3.8 (checked by ``tests/test_agent_imports.py``). It is copied
-into the sandbox at start (Docker ``put_archive``, Kubernetes tar over exec) and run as one
-long-lived process attached to one byte stream::
+Standard library only, Python >= 3.8 (checked by ``tests/test_agent_imports.py``). Nothing is
+copied into the sandbox: at start the host runs ``python3 -I -S -c BOOTSTRAP`` as the
+container's process (Docker, kodo) or over exec (Kubernetes, agent-sandbox), streams this file
+(marshalled code for the sandbox's interpreter, else the source) on its stdin, and the bootstrap
+runs it as one long-lived process attached to that byte stream (see ``agent_command`` in
+``orchestrator/sandbox/base.py``)::
 
-    python3 -I -S /.agentic/agent.py            # requests on stdin, replies on stdout
+    python3 -I -S -c BOOTSTRAP TAG CODE_LEN SRC_LEN   # payload, then requests on stdin
 
 Framing: one JSON object per line, UTF-8, both directions.
 
