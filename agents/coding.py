@@ -3,7 +3,7 @@
 The tools are bash, str_replace_editor, search and submit (patch mode) unless the run supplies
 others. Tool calls are native when the client supports them, ReAct text otherwise. The
 trajectory's ``final_response`` is the patch (``git diff`` of the workspace), also kept in
-``metadata["patch"]``.
+``Trajectory.patch`` (stored as ``metadata["patch"]``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class CodingAgent(BaseAgent):
         super().finalize_trajectory(trajectory)
         data = submitted_data(trajectory)
         if data is not None and isinstance(data.get("patch"), str):
-            trajectory.metadata["patch"] = data["patch"]
+            trajectory.patch = data["patch"]
             trajectory.final_response = data["patch"]
 
     async def run(
@@ -62,11 +62,11 @@ class CodingAgent(BaseAgent):
         trajectory: Trajectory | None = None,
     ) -> Trajectory:
         traj = await super().run(task, llm, tools, sandbox, trajectory=trajectory)
-        if "patch" not in traj.metadata and sandbox is not None and not sandbox.rpc.closed:
+        if traj.patch is None and sandbox is not None and not sandbox.rpc.closed:
             # no submit: the workspace diff is still the result (SWE-agent's autosubmit)
             patch = await self._workspace_patch(traj, tool_context(task, sandbox))
             if patch is not None:
-                traj.metadata["patch"] = patch
+                traj.patch = patch
                 if traj.status == TrajectoryStatus.COMPLETED:  # ended with a text answer
                     traj.final_response = patch
                 else:  # max_steps or a format-error stop

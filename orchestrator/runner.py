@@ -586,7 +586,7 @@ class AgenticRollout:
                 await self.store.aappend(traj, supersede=supersede)
             except StoreError as exc:  # disk full: keep it in memory, say so, go on with the rest
                 log.error("trajectory %s not saved: %s", task.id, exc)
-                traj.metadata["save_error"] = str(exc)
+                traj.save_error = str(exc)
         return traj
 
     async def _execute(

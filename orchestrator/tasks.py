@@ -56,6 +56,17 @@ class Task(BaseModel):
     def id_from_content(self) -> bool:
         return self._content_id
 
+    @property
+    def swe_row(self) -> dict[str, Any] | None:
+        """The SWE-bench row of an SWE task (``metadata["swe"]``, set by
+        :meth:`orchestrator.swe.task.SWETask.to_task`), else None: the task kind, typed."""
+        row = self.metadata.get("swe")
+        return row if isinstance(row, dict) else None
+
+    @property
+    def kind(self) -> Literal["swe", "plain"]:
+        return "swe" if self.swe_row is not None else "plain"
+
     @classmethod
     def from_any(cls, data: Any, *, index: int = 0) -> Task:
         """Build a task from a string, a seed-style dict or a full task dict.

@@ -114,6 +114,31 @@ class TrajectoryError(BaseModel):
     at: float = Field(default_factory=time.time)
 
 
+#: metadata keys our modules write, with their writer: the rest of ``metadata`` is the user's
+RESERVED_METADATA: dict[str, str] = {
+    "patch": "agents.coding (typed: Trajectory.patch)",
+    "patch_error": "agents.coding",
+    "autosubmitted": "agents.coding",
+    "tokens": "orchestrator.verl_integration (typed: Trajectory.token_ledger)",
+    "task_id": "orchestrator.verl_integration (the dataset row's id)",
+    "save_error": "orchestrator.runner (typed: Trajectory.save_error; never stored)",
+    "run_id": "orchestrator.runner",
+    "sandbox": "orchestrator.runner",
+    "warm_pool": "orchestrator.runner",
+    "queue_wait": "orchestrator.runner",
+    "agent_timeout": "orchestrator.harbor.run",
+    "truncated": "agents.base",
+    "finish_reasons": "agents.context",
+}
+
+
+def _set(metadata: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        metadata.pop(key, None)
+    else:
+        metadata[key] = value
+
+
 class Trajectory(BaseModel):
     schema_version: int = SCHEMA_VERSION
     request_id: str
@@ -136,7 +161,43 @@ class Trajectory(BaseModel):
     outcome: Outcome | None = None
     #: 1 for the first run of this request id; a retry of an infrastructure failure adds one
     attempt: int = Field(1, ge=1)
+    #: the user's own data, plus the keys of :data:`RESERVED_METADATA` that our modules write
+    #: (read and write those through the typed properties below)
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    # ---- typed access to what the orchestrator keeps in metadata (the JSON keeps the keys
+    # where the previous versions wrote them, so old files and their readers keep working)
+
+    @property
+    def patch(self) -> str | None:
+        """The diff the coding agent submitted (SWE grading reads it)."""
+        value = self.metadata.get("patch")
+        return value if isinstance(value, str) else None
+
+    @patch.setter
+    def patch(self, value: str | None) -> None:
+        _set(self.metadata, "patch", value)
+
+    @property
+    def token_ledger(self) -> dict[str, Any] | None:
+        """VERL: the exact token ids, masks and log-probs of the conversation
+        (:class:`orchestrator.tokens.TokenLedger` as a dict)."""
+        value = self.metadata.get("tokens")
+        return value if isinstance(value, dict) else None
+
+    @token_ledger.setter
+    def token_ledger(self, value: dict[str, Any] | None) -> None:
+        _set(self.metadata, "tokens", value)
+
+    @property
+    def save_error(self) -> str | None:
+        """Why the store could not write this trajectory (the CLI exits 2 on it)."""
+        value = self.metadata.get("save_error")
+        return None if value is None else str(value)
+
+    @save_error.setter
+    def save_error(self, value: str | None) -> None:
+        _set(self.metadata, "save_error", value)
 
     # ---- building
 

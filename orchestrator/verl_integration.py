@@ -328,7 +328,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         """The loop's config for one row: SWE rows get the SWE preset (the coding agent unless
         ``agent_type`` names one, submit building the patch), the others ``react`` for auto."""
         auto = self.run_config.agent_type == "auto"
-        if "swe" in task.metadata:
+        if task.kind == "swe":
             return swe_config(self.run_config, **({"agent_type": "coding"} if auto else {}))
         return self.run_config.preset(agent_type="react") if auto else self.run_config
 
@@ -341,7 +341,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             return _load_reward(spec), False
         if spec != "auto":
             raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
-        if "swe" in task.metadata:
+        if task.kind == "swe":
             sandbox = {
                 k: v for k, v in self.settings.sandbox.items() if k not in ("image", "workdir")
             }
@@ -388,7 +388,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
                 reward_fn=reward_fn,
                 reward_all=reward_all,
             )
-            if self.settings.eval_in_rollout_sandbox and "swe" in task.metadata:
+            if self.settings.eval_in_rollout_sandbox and task.kind == "swe":
                 rollout.after_agent = evaluate_in_rollout_sandbox
             member = None
             if self.settings.group_size and task.setup:
@@ -401,7 +401,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             if member is not None:
                 traj.metadata["group"] = member.info
             traj.metadata["task_id"] = task.metadata.get("row_id")
-            traj.metadata["tokens"] = client.ledger.to_dict()
+            traj.token_ledger = client.ledger.to_dict()
             if self.settings.save_path:
                 await _store(self.settings.save_path).aappend(traj)
         except Exception as exc:  # a bad row or config: this sample only, the batch goes on
@@ -526,7 +526,7 @@ def _pad(
 def ledger_of(trajectory: Trajectory, tokenizer: Any) -> TokenLedger:
     """The trajectory's exact tokens when it was collected token-level, else its messages
     tokenized with the chat template (see :func:`orchestrator.tokens.tokenize_conversation`)."""
-    saved = trajectory.metadata.get("tokens")
+    saved = trajectory.token_ledger
     if isinstance(saved, dict) and saved.get("prompt_ids"):
         return TokenLedger(
             prompt_ids=list(saved["prompt_ids"]),

@@ -89,7 +89,7 @@ def _row(t: Trajectory) -> dict[str, Any]:
         "llm_seconds": t.llm_seconds,
         "tool_seconds": t.tool_seconds,
         "errors": len(t.errors),
-        "patch": t.metadata.get("patch") if isinstance(t.metadata.get("patch"), str) else None,
+        "patch": t.patch,
         "trajectory": t.to_dict(),
     }
 

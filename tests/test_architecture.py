@@ -16,6 +16,7 @@ import pytest
 from orchestrator import exceptions
 from orchestrator.cli import main
 from orchestrator.store import read_trajectories
+from orchestrator.trajectory import RESERVED_METADATA, Trajectory
 
 ROOT = Path(__file__).resolve().parent.parent
 #: written by the code of main before the restructuring (agentic-rollout 0.1.0, schema 2)
@@ -29,7 +30,9 @@ def test_trajectories_of_the_previous_version_load_and_keep_their_json() -> None
     for line, traj in zip(lines, trajectories, strict=True):
         assert json.loads(traj.to_json()) == json.loads(line)  # same trajectory JSON
     swe = trajectories[2]
-    assert swe.metadata["patch"].startswith("diff --git a/x.py")
+    assert swe.patch is not None and swe.patch.startswith("diff --git a/x.py")  # typed access
+    assert swe.patch == swe.metadata["patch"] and trajectories[0].patch is None
+    assert swe.token_ledger is None and swe.save_error is None
     assert swe.metadata["user_key"] == "kept" and swe.reward == 1.0
     assert trajectories[0].get_tool_calls()[0].tool_name == "calculator"
 
@@ -45,6 +48,27 @@ def test_the_cli_reads_trajectories_of_the_previous_version(
     html = tmp_path / "report.html"
     assert main(["view", str(FIXTURE), "-o", str(html)]) == 0
     assert "diff --git a/x.py" in html.read_text()  # the patch reaches the report
+
+
+def test_every_metadata_key_our_modules_write_is_reserved_and_documented() -> None:
+    """``metadata`` is the user's, except RESERVED_METADATA: a new load-bearing key has to be
+    declared there (with its writer), not slipped into the user's dict."""
+    written: dict[str, set[str]] = {}
+    for package in ("orchestrator", "agents", "tools"):
+        for path in (ROOT / package).rglob("*.py"):
+            text = path.read_text()
+            for key in re.findall(
+                r"\b(?:traj|trajectory|record)\.metadata(?:\[\"(\w+)\"\] =|\.setdefault\(\"(\w+)\")",
+                text,
+            ):
+                written.setdefault(key[0] or key[1], set()).add(str(path.relative_to(ROOT)))
+    assert written, "the scan found the writers"
+    assert set(written) <= set(RESERVED_METADATA), written
+    traj = Trajectory(request_id="t")
+    traj.patch, traj.token_ledger, traj.save_error = "d", {"prompt_ids": [1]}, "disk full"
+    assert traj.metadata == {"patch": "d", "tokens": {"prompt_ids": [1]}, "save_error": "disk full"}
+    traj.patch = None
+    assert "patch" not in traj.metadata
 
 
 def _documented_tree() -> dict[str, str]:

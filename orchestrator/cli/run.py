@@ -74,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if summary.unsaved:
         print(
             f"agentic-rollout: {len(summary.unsaved)} trajectories could not be saved "
-            f"({summary.unsaved[0].metadata['save_error']}); the ones already in the file are "
+            f"({summary.unsaved[0].save_error}); the ones already in the file are "
             "intact, and a rerun redoes the unsaved ones",
             file=sys.stderr,
         )

@@ -134,7 +134,7 @@ def cmd_swe(args: argparse.Namespace) -> int:
                     {
                         "instance_id": t.request_id,
                         "model_name_or_path": config.llm.model,
-                        "model_patch": t.metadata.get("patch"),
+                        "model_patch": t.patch,
                     }
                 )
                 + "\n"

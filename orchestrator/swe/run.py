@@ -56,9 +56,7 @@ def make_swe_reward(sandbox: dict[str, Any], *, strict: bool = False) -> Any:
         if "resolved" in traj.reward_details:
             return 1.0 if traj.reward_details["resolved"] else 0.0
         swe = SWETask.from_row(task.metadata["swe"])
-        return _record(
-            traj, await evaluate(swe, traj.metadata.get("patch"), sandbox=sandbox, strict=strict)
-        )
+        return _record(traj, await evaluate(swe, traj.patch, sandbox=sandbox, strict=strict))
 
     return reward
 
@@ -70,7 +68,7 @@ def _in_rollout_sandbox(strict: bool) -> Any:
         swe = SWETask.from_row(task.metadata["swe"])
         _record(
             traj,
-            await evaluate(swe, traj.metadata.get("patch"), use_sandbox=sandbox, strict=strict),
+            await evaluate(swe, traj.patch, use_sandbox=sandbox, strict=strict),
         )
 
     return after_agent
