@@ -147,7 +147,9 @@ class AgenticRolloutConfig(BaseModel):
     @model_validator(mode="after")
     def _builtin_tool_settings(self) -> AgenticRolloutConfig:
         # built-in tools' settings are typed: a typo fails here, with its path; tools registered
-        # by the user are checked when the rollout builds its registry
+        # by the user are checked when the rollout builds its registry. Imported here, not at
+        # the top: `orchestrator/__init__` imports this module, and `tools` imports
+        # `orchestrator.exceptions` (so runs `orchestrator/__init__`) before defining its names
         from tools.registry import check_builtin_tools_config
 
         check_builtin_tools_config(self.tools_config)

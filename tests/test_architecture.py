@@ -107,3 +107,21 @@ def test_the_layer_contracts_hold() -> None:
     )
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert re.search(r"Contracts: \d+ kept, 0 broken", proc.stdout)
+
+
+def test_bench_is_not_installed_and_the_cli_loads_it_from_the_checkout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    include = project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert not any(p.startswith("bench") for p in include)
+    from orchestrator.cli import bench
+
+    assert bench.load("sysstat").__file__ == str(ROOT / "bench" / "sysstat.py")
+    monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)  # an installed copy: no checkout around
+    with pytest.raises(exceptions.AgenticRolloutError, match="need a source checkout"):
+        bench.load("rpc")
