@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 try:
     import numpy as np
@@ -43,9 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from agents.base import jsonable
-from orchestrator.admission import AdmissionSettings
-from orchestrator.agent_settings import ToolFormatName
-from orchestrator.config import AgenticRolloutConfig
+from orchestrator.config import SEED_FIELDS, AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
 from orchestrator.groups import GroupMember, SnapshotGroups
 from orchestrator.sandbox import sandbox_config
@@ -63,35 +61,40 @@ from orchestrator.tokens import (
     tokenize_conversation,
 )
 from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus
-from orchestrator.validation import describe_errors
+from orchestrator.validation import describe_errors, did_you_mean
 
 AGENT_NAME = "agentic_sandbox_agent"
 
 
+#: VERL's names in the ``agentic:`` block for settings of the run config's agent section
+VERL_NAMES: dict[str, str] = {
+    "max_turns": "agent.max_steps",
+    "max_tokens_per_turn": "agent.max_tokens_per_step",
+    "max_observation_chars": "agent.max_observation_chars",
+}
+#: the agent loop's preset on the run config (what differs from a plain run's defaults): the
+#: agent per row ("auto": ``coding`` for SWE rows, else ``react``), hermes tool calls, shorter
+#: observations, the SWE tools, and no store of the runner's own (run() saves, with tokens)
+VERL_PRESET: dict[str, Any] = {
+    "agent_type": "auto",
+    "agent.tool_format": "hermes",
+    "agent.max_observation_chars": 8000,
+    "tools": SWE_TOOLS,
+    "save_trajectories": False,
+    "concurrent_requests": 1,
+}
+
+
 class VerlLoopSettings(BaseModel):
-    """The ``agentic:`` block of the agent-loop YAML entry (all optional)."""
+    """The ``agentic:`` block of the agent-loop YAML entry (all optional): the loop's own
+    settings below, and any run-config setting (``sandbox``, ``tools``, ``tools_config``,
+    ``admission``, ``system_prompt``, ``tool_format``, ``trajectory_timeout``, ``agent_type``,
+    ... and VERL's names :data:`VERL_NAMES`) on top of :data:`VERL_PRESET`. Rows may override
+    the sandbox with ``extra_info.sandbox`` or ``tools_kwargs.sandbox`` (image per row, ...);
+    ``max_tokens_per_turn`` unset: whatever is left of ``response_length``."""
 
     model_config = ConfigDict(extra="forbid")
 
-    #: agent per row: "auto" = ``coding`` for SWE rows (``extra_info.swe``), else ``react``
-    agent_type: str = "auto"
-    #: how tool calls are written in the generated text (one of the text formats: VERL
-    #: generates tokens, so "native" function calling and "auto" do not apply)
-    tool_format: ToolFormatName = "hermes"
-    #: tools by name; None: bash, str_replace_editor, search, submit
-    tools: list[str] | None = None
-    tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    #: sandbox backend settings; rows may override with ``extra_info.sandbox`` or
-    #: ``tools_kwargs.sandbox`` (image per row, ...)
-    sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
-    #: process-wide admission per backend type (orchestrator.admission), e.g.
-    #: {"agent-sandbox": {"max_live": 512, "api_rate": 50}}: one VERL step's samples share it
-    admission: dict[str, AdmissionSettings] = Field(default_factory=dict)
-    max_turns: int = Field(10, ge=1)
-    #: per model turn; None: whatever is left of ``response_length``
-    max_tokens_per_turn: int | None = Field(None, ge=1)
-    max_observation_chars: int = Field(8000, ge=100)
-    system_prompt: str | None = None
     #: "auto": VERL's builder for model families it knows (Qwen, GLM, ...), our template diff
     #: for the rest; "template": always ours; "verl": always VERL's
     token_merge: Literal["auto", "template", "verl"] = "auto"
@@ -101,7 +104,6 @@ class VerlLoopSettings(BaseModel):
     reward: str = "auto"
     #: grade SWE rows in the rollout's own sandbox instead of a fresh one
     eval_in_rollout_sandbox: bool = False
-    trajectory_timeout: float = Field(1800.0, gt=0)
     #: also append every trajectory (messages, tools, timings, tokens) to this JSONL file;
     #: ``{pid}`` in it becomes the process id (VERL runs several agent-loop worker processes)
     save_path: str | None = None
@@ -112,45 +114,51 @@ class VerlLoopSettings(BaseModel):
     #: seconds a group's snapshot outlives its last sample's arrival when the group never
     #: completes in this process (samples split across worker processes)
     group_linger: float = Field(600.0, gt=0)
+    #: the run-config settings given in the block (dotted keys; checked by rollout_config)
+    run: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("tool_format")
+    @model_validator(mode="before")
     @classmethod
-    def _text_format(cls, value: str) -> str:
-        if value in ("auto", "native"):
-            raise ValueError(
-                f"tool_format {value!r} does not apply to generated tokens: "
-                "use hermes, react or json"
-            )
-        return value
+    def _split(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "run" in data:
+            return data
+        own = {k: v for k, v in data.items() if k in cls.model_fields}
+        own["run"] = {VERL_NAMES.get(k, k): v for k, v in data.items() if k not in own}
+        return own
 
     def rollout_config(self, response_length: int) -> AgenticRolloutConfig:
-        """The run config these settings stand for (VERL's names mapped onto it once): validated
-        when the agent loop starts, so a typo in ``sandbox`` fails there, not in every sample.
-        Rows then only pick their agent (:meth:`AgenticSandboxAgentLoop.config_for`)."""
+        """The run config these settings stand for, built once when the agent loop starts (a
+        typo in ``sandbox`` or anywhere fails there, with its path, not in every sample). Rows
+        then only pick their agent (:meth:`AgenticSandboxAgentLoop.config_for`)."""
+        known = {*AgenticRolloutConfig.model_fields, *SEED_FIELDS, *VERL_NAMES}
+        for key in self.run:
+            top = key.split(".")[0]
+            if top not in known:
+                raise ConfigError(
+                    f"invalid agentic settings for {AGENT_NAME}:\n  {key}: unknown key"
+                    f"{did_you_mean(top, sorted(known))}"
+                )
+        changes = {**self.run}
+        changes.setdefault("agent.max_tokens_per_step", max(response_length, 1))
+        if changes.get("tools") is None:
+            changes.pop("tools", None)
+        tool_format = changes.get("agent.tool_format", changes.get("tool_format"))
+        if tool_format in ("auto", "native"):
+            raise ConfigError(
+                f"invalid agentic settings for {AGENT_NAME}: tool_format {tool_format!r} does "
+                "not apply to generated tokens: use hermes, react or json"
+            )
         try:
-            return self._rollout_config(response_length)
-        except ValidationError as exc:
-            problems = describe_errors(exc, AgenticRolloutConfig, "agentic.")
-            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}:\n  {problems}") from None
+            return _VERL_BASE.preset(**changes)
+        except ConfigError as exc:
+            text = str(exc).replace("invalid configuration:", "", 1).strip()
+            for ours, verl_name in ((v, k) for k, v in VERL_NAMES.items()):
+                text = text.replace(ours, verl_name)
+            raise ConfigError(f"invalid agentic settings for {AGENT_NAME}:\n  {text}") from None
 
-    def _rollout_config(self, response_length: int) -> AgenticRolloutConfig:
-        return AgenticRolloutConfig(
-            agent_type=self.agent_type,
-            agent={
-                "max_steps": self.max_turns,
-                "max_tokens_per_step": self.max_tokens_per_turn or max(response_length, 1),
-                "max_observation_chars": self.max_observation_chars,
-                "tool_format": self.tool_format,
-                "system_prompt": self.system_prompt,
-            },
-            tools=self.tools or SWE_TOOLS,
-            tools_config=self.tools_config,
-            sandbox=self.sandbox,
-            admission=self.admission,
-            trajectory_timeout=self.trajectory_timeout,
-            save_trajectories=False,  # run() saves, with the token ledger attached
-            concurrent_requests=1,
-        )
+
+#: the run config VERL's settings are applied to
+_VERL_BASE = AgenticRolloutConfig.load(None, **VERL_PRESET)
 
 
 def _plain(value: Any) -> Any:
@@ -313,7 +321,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         try:
             self.settings = VerlLoopSettings.model_validate(_plain(agentic) or {})
         except ValidationError as exc:
-            problems = describe_errors(exc, VerlLoopSettings, "agentic.")
+            problems = describe_errors(exc, VerlLoopSettings, "agentic.", aliases=VERL_NAMES)
             raise ConfigError(f"invalid agentic settings for {AGENT_NAME}:\n  {problems}") from None
         self.response_length = int(self.rollout_config.response_length)
         self.run_config = self.settings.rollout_config(self.response_length)
@@ -343,7 +351,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
         if task.kind == "swe":
             sandbox = {
-                k: v for k, v in self.settings.sandbox.items() if k not in ("image", "workdir")
+                k: v for k, v in self.run_config.sandbox.items() if k not in ("image", "workdir")
             }
             return make_swe_reward(sandbox), True
         if task.answer is not None:
@@ -423,7 +431,7 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             sort_keys=True,
             default=str,
         )
-        values = {**self.settings.sandbox, **task.sandbox}
+        values = {**self.run_config.sandbox, **task.sandbox}
 
         async def prepare() -> Snapshot:
             from orchestrator.runner import _start_cancel_safe

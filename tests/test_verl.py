@@ -739,13 +739,18 @@ async def test_token_client_budget_params_and_bad_server_replies(tokenizer: Any)
 
 
 def test_verl_settings_become_one_run_config_checked_at_loop_start() -> None:
+    """The agentic block holds VERL's own settings; everything else is the run config's, in its
+    names or VERL's, on top of VERL's preset - one definition of each field."""
     _require_verl()
     from orchestrator.agent_settings import AgentConfig
     from orchestrator.exceptions import ConfigError
     from orchestrator.swe.run import SWE_TOOLS
     from orchestrator.verl_integration import VerlLoopSettings
 
-    settings = VerlLoopSettings(max_turns=3, max_observation_chars=500, system_prompt="s")
+    settings = VerlLoopSettings.model_validate(
+        {"max_turns": 3, "max_observation_chars": 500, "system_prompt": "s", "reward": "verl"}
+    )
+    assert settings.reward == "verl"
     config = settings.rollout_config(response_length=256)
     assert config.agent == AgentConfig(
         max_steps=3,
@@ -755,6 +760,17 @@ def test_verl_settings_become_one_run_config_checked_at_loop_start() -> None:
         system_prompt="s",
     )
     assert config.tools == SWE_TOOLS and not config.save_trajectories
-    bad = VerlLoopSettings(sandbox={"type": "docker", "imagee": "x"})
-    with pytest.raises(ConfigError, match=r"sandbox.imagee: unknown key; did you mean 'image'"):
-        bad.rollout_config(response_length=256)
+    assert config.agent_type == "auto" and config.concurrent_requests == 1
+    defaults = VerlLoopSettings().rollout_config(response_length=64)
+    assert defaults.agent.max_observation_chars == 8000 and defaults.max_tokens_per_step == 64
+    for block, expected in [
+        (
+            {"sandbox": {"type": "docker", "imagee": "x"}},
+            "sandbox.imagee: unknown key; did you mean 'image'",
+        ),
+        ({"max_turnz": 3}, "max_turnz: unknown key; did you mean"),
+        ({"max_turns": 0}, "max_turns: Input should be greater than or equal to 1"),
+        ({"tool_format": "native"}, "tool_format 'native' does not apply to generated tokens"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            VerlLoopSettings.model_validate(block).rollout_config(response_length=256)
