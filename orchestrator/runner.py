@@ -481,9 +481,9 @@ class AgenticRollout:
         values = self._sandbox_values(task)
         prestart = str(values.get("type", "docker")) not in ("docker", "local")
         blanks = [sandbox_config(values).build() for _ in range(n)] if prestart else []
-        starting = [asyncio.ensure_future(_start_cancel_safe(b)) for b in blanks]
+        starting = [asyncio.ensure_future(start_cancel_safe(b)) for b in blanks]
         try:
-            parent = await _start_cancel_safe(sandbox_config(values).build())
+            parent = await start_cancel_safe(sandbox_config(values).build())
             async with parent:
                 t0 = loop.time()
                 await self._run_setup(parent, task)
@@ -613,7 +613,7 @@ class AgenticRollout:
             traj.metadata["warm_pool"] = self._pool.ready(values) > 0
             sandbox = await self._pool.acquire(values)
         else:
-            sandbox = await _start_cancel_safe(sandbox_config(values).build())
+            sandbox = await start_cancel_safe(sandbox_config(values).build())
         async with sandbox:  # closed (destroyed) whatever happens; never reused
             traj.metadata["sandbox"] = sandbox.name
             log.debug("trajectory %s: sandbox %s ready", task.id, sandbox.name)
@@ -634,7 +634,7 @@ class AgenticRollout:
         return values
 
 
-async def _start_cancel_safe(sandbox: Sandbox) -> Sandbox:
+async def start_cancel_safe(sandbox: Sandbox) -> Sandbox:
     """``sandbox.start()``, but a cancellation (a signal) while it starts waits for the start
     to finish and removes what it made: the backend creates the container in a thread that a
     cancellation does not stop, so otherwise it would appear after everyone stopped looking."""

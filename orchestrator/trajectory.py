@@ -121,6 +121,7 @@ RESERVED_METADATA: dict[str, str] = {
     "autosubmitted": "agents.coding",
     "tokens": "orchestrator.verl_integration (typed: Trajectory.token_ledger)",
     "task_id": "orchestrator.verl_integration (the dataset row's id)",
+    "group": "orchestrator.verl_integration (the GRPO group whose snapshot it started from)",
     "save_error": "orchestrator.runner (typed: Trajectory.save_error; never stored)",
     "run_id": "orchestrator.runner",
     "sandbox": "orchestrator.runner",

@@ -434,9 +434,9 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         values = {**self.run_config.sandbox, **task.sandbox}
 
         async def prepare() -> Snapshot:
-            from orchestrator.runner import _start_cancel_safe
+            from orchestrator.runner import start_cancel_safe
 
-            parent = await _start_cancel_safe(sandbox_config(values).build())
+            parent = await start_cancel_safe(sandbox_config(values).build())
             async with parent:
                 for command in task.setup:
                     result = await parent.run(command, timeout=600)
