@@ -613,7 +613,7 @@ class KubernetesSandbox(Sandbox):
         has no connect timeout, and a black-holed handshake would hold the start (and an API
         thread) forever. A TimeoutError (retryable, like any unreachable server); a handshake
         that completes after we gave up is closed when it does."""
-        future = _api_pool().submit(connect)
+        future = api_pool().submit(connect)
         try:
             return await asyncio.wait_for(
                 asyncio.shield(asyncio.wrap_future(future)), self.config.api_timeout
