@@ -561,8 +561,8 @@ class DockerSandbox(Sandbox):
         if self.transport_kind == "socket":
             # the socket closes the instant the agent dies, before dockerd has seen the exit
             # (the attach stream only ended after it): wait for it, within the RPC client's
-            # half-second budget for a diagnosis
-            for _ in range(8):
+            # budget for a diagnosis (rpc.DIAGNOSE_S)
+            for _ in range(30):
                 if state is None or not state.get("Running"):
                     break
                 time.sleep(0.05)

@@ -60,6 +60,8 @@ REPLY_OVERHEAD = 64 * 1024
 JSON_EXPANSION = 6
 #: Issued ids remembered to tell a late reply (after a timeout) from a forged one.
 OUTSTANDING_MAX = 65536
+#: how long a dead stream's cause is looked for (an engine under load is slow to see an exit)
+DIAGNOSE_S = 2.0
 #: Frames handled before the reader checks its CPU budget and lets other tasks run.
 BATCH = 64
 #: One encoder for every request: json.dumps with options builds a new one per call.
@@ -330,9 +332,13 @@ class RpcClient:
         try:
             await self._transport.write(data)
         except (ConnectionError, OSError) as exc:
-            raise self._closed or SandboxConnectionError(
-                f"cannot write to {self.name}: {exc}"
-            ) from exc
+            if self._closed is None and self._reader_task is not None:
+                # the reader is about to see the end of the stream and find out why (the
+                # container died, the OOM killer...): that cause beats "connection lost"
+                await asyncio.wait({self._reader_task}, timeout=DIAGNOSE_S + 0.5)
+            if self._closed is not None:
+                raise _copy(self._closed) from exc
+            raise SandboxConnectionError(f"cannot write to {self.name}: {exc}") from exc
 
     async def _wait(self, rid: str, fut: asyncio.Future[Any], method: str, timeout: float) -> Any:
         # wait_for(shield(fut)) without its extra futures and tasks (a good share of the
@@ -581,10 +587,10 @@ class RpcClient:
         reason = "the agent's stream ended"
         if self._diagnose is not None:
             try:
-                found = await asyncio.wait_for(self._diagnose(), 0.5)
+                found = await asyncio.wait_for(self._diagnose(), DIAGNOSE_S)
                 if found:
                     reason = found
-            except Exception:  # diagnosis is best effort; never delay the failure past 0.5 s
+            except Exception:  # diagnosis is best effort; never delay the failure past it
                 pass
         stderr = self._transport.stderr_tail().strip()
         if stderr:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -258,6 +259,15 @@ def _dockerd_cmdline() -> list[str] | None:
     return [a.decode() for a in raw.split(b"\0") if a]
 
 
+def _flag(cmdline: list[str], name: str) -> str | None:
+    for i, arg in enumerate(cmdline):
+        if arg == name and i + 1 < len(cmdline):
+            return cmdline[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _restart_dockerd(cmdline: list[str]) -> None:
     subprocess.run(["pkill", "-TERM", "-x", "dockerd"], check=False)
     for _ in range(300):
@@ -267,6 +277,12 @@ def _restart_dockerd(cmdline: list[str]) -> None:
         ):
             break
         time.sleep(0.1)
+    # dockerd 20.10's btrfs driver turns quotas off when it stops; the sandboxes' disk limit
+    # needs simple quotas back before it starts (what scripts/setup.sh does after a restart)
+    squota = Path(__file__).resolve().parents[2] / "scripts" / "btrfs_squota.py"
+    data_root = _flag(cmdline, "--data-root")
+    if data_root is not None and "btrfs" in cmdline:
+        subprocess.run([sys.executable, str(squota), data_root], check=True)
     with open("/var/log/agentic-dockerd.log", "ab") as log:
         subprocess.Popen(
             cmdline, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

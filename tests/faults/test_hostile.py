@@ -167,8 +167,25 @@ async def test_no_docker_socket_or_host_paths(box: Any) -> None:
     )
     mounts = r.output.split("\n[exit code")[0].split()
     assert "docker.sock" not in r.output
-    allowed = {"/", "/workspace", "/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
+    allowed = {
+        "/",
+        "/workspace",
+        "/etc/resolv.conf",
+        "/etc/hostname",
+        "/etc/hosts",
+        "/.agentic-rollout",  # the direct transport's channel directory: checked below
+    }
     unexpected = [
         m for m in mounts if m not in allowed and not m.startswith(("/proc", "/sys", "/dev"))
     ]
     assert unexpected == [], f"host paths mounted into the sandbox: {unexpected}"
+    # the direct transport's channel: this sandbox's own directory, read-only, and empty once
+    # the agent connected (the socket is unlinked, so nothing in it to connect to or replace)
+    channel = await bash(
+        box,
+        "grep ' /.agentic-rollout ' /proc/self/mountinfo; ls -A /.agentic-rollout; "
+        "touch /.agentic-rollout/x",
+    )
+    assert " ro," in channel.output or " ro " in channel.output, channel.output
+    assert "rpc.sock" not in channel.output
+    assert "Read-only file system" in channel.output, channel.output
