@@ -88,7 +88,8 @@ class AgenticRolloutConfig(BaseModel):
     warm_pool: int = Field(0, ge=0)
     #: samples per task (GRPO's n): task "x" runs as "x#0".."x#{n-1}"; a task with ``setup``
     #: runs it once in one sandbox that is then forked n times (each sample in its own fork);
-    #: a group counts as one of ``concurrent_requests``
+    #: a group counts as one of ``concurrent_requests``. In the VERL agent loop VERL makes the
+    #: samples; those of a row with ``setup`` share it through one snapshot (orchestrator/groups.py)
     group_size: int = Field(1, ge=1)
     llm: LLMSettings = Field(default_factory=LLMSettings)
     trajectory_timeout: float = Field(1800.0, gt=0, description="seconds per trajectory")

@@ -38,6 +38,7 @@ from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Outcome, Trajectory, TrajectoryStatus, infer_outcome
 from orchestrator.validation import did_you_mean
+from orchestrator.verl_batch import generate_sequences
 from tools.registry import ToolRegistry, default_registry, get_global_tool_registry
 
 log = logging.getLogger(__name__)
@@ -395,9 +396,7 @@ class AgenticRollout:
     async def generate_sequences(self, prompts: Any) -> Any:
         """VERL: one trajectory per row of a ``DataProto``, returned as a ``DataProto`` with the
         rollout keys (needs the ``verl`` extra and a tokenizer; see
-        :func:`orchestrator.verl_integration.generate_sequences`)."""
-        from orchestrator.verl_integration import generate_sequences
-
+        :func:`orchestrator.verl_batch.generate_sequences`)."""
         return await generate_sequences(self, prompts)
 
     async def run_batch(self, tasks: Iterable[Task | dict[str, Any] | str]) -> list[Trajectory]:

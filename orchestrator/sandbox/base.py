@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
@@ -33,12 +33,16 @@ from orchestrator.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from orchestrator.sandbox.fork import (
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+    Snapshot,
+    fork,
+    restore,
+    take_snapshot,
+)
 from orchestrator.sandbox.labels import default_owner
 from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
-
-if TYPE_CHECKING:
-    from orchestrator.sandbox.fork import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -295,8 +299,6 @@ class Sandbox(abc.ABC):
                     f"{self.describe()}: the in-sandbox agent did not become ready: {why or exc}"
                 ) from exc
             if self.restore_from is not None:
-                from orchestrator.sandbox.fork import restore
-
                 await restore(self, self.restore_from)
         except BaseException as exc:
             metrics.sandbox_start_failed(self.backend, exc)
@@ -370,8 +372,6 @@ class Sandbox(abc.ABC):
         these already started sandboxes instead (portable copy of the work directory).
         Raises :class:`~orchestrator.exceptions.ForkError`; partial failures remove what
         was made."""
-        from orchestrator.sandbox.fork import DEFAULT_MAX_SNAPSHOT_BYTES, fork
-
         return await fork(
             self,
             n,
@@ -386,8 +386,6 @@ class Sandbox(abc.ABC):
         """This sandbox's state as a :class:`~orchestrator.sandbox.fork.Snapshot`; start
         sandboxes from it with ``sandbox_config(..., from_snapshot=snap)``; ``delete()`` it
         when done."""
-        from orchestrator.sandbox.fork import DEFAULT_MAX_SNAPSHOT_BYTES, take_snapshot
-
         return await take_snapshot(
             self, portable=portable, max_bytes=max_snapshot_bytes or DEFAULT_MAX_SNAPSHOT_BYTES
         )

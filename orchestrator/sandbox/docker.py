@@ -35,6 +35,7 @@ hundreds of concurrent sandboxes and ties their lifetimes together.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -58,6 +60,7 @@ from orchestrator.sandbox.docker_http import (
 )
 from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
+    LABEL_KIND,
     LABEL_MANAGED,
     LABEL_OWNER,
     LABEL_RUN,
@@ -113,6 +116,27 @@ def docker_api(base_url: str | None = None, timeout: float = 120.0) -> Any:
     # of the CPU of each Docker API call) and a local socket is never proxied
     client.trust_env = False
     return client
+
+
+async def remove_snapshot_image(image: str, *, docker_host: str | None) -> bool:
+    """Remove a snapshot image (orchestrator/sandbox/fork.py): True once it is gone, False when
+    a later snapshot's image depends on it; in use or daemon down: logged, ``gc`` reaps it."""
+
+    def remove() -> bool:
+        api = docker_api(docker_host)
+        try:
+            api.remove_image(image, force=False, noprune=False)
+        except Exception as exc:  # in use, daemon down: gc reaps it later
+            if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                return True  # pruned with the image committed on top of it
+            if "dependent child images" in str(exc):
+                return False
+            log.warning("snapshot image %s not removed (%s); gc reaps it", image, exc)
+        finally:
+            api.close()
+        return True
+
+    return await asyncio.to_thread(remove)
 
 
 class DockerSandboxConfig(ManagedSandboxConfig):
@@ -630,19 +654,20 @@ class DockerSandbox(Sandbox):
                 self._http.close()
             self._api.close()
 
-    async def commit_snapshot(self) -> str:
+    async def commit_snapshot(self) -> tuple[str, Callable[[str], Awaitable[bool]]]:
         """``docker commit`` of this container (paused meanwhile, so the layer is consistent):
         the image id of a snapshot (orchestrator/sandbox/fork.py), labelled like a sandbox
-        plus ``agentic-rollout.kind=snapshot`` so ``gc`` reaps it."""
-        from orchestrator.sandbox.fork import LABEL_KIND
-
+        plus ``agentic-rollout.kind=snapshot`` so ``gc`` reaps it, and the coroutine that
+        removes it (fork.py imports no backend)."""
         if self._api is None or self.container_id is None:
             raise SandboxStartError(f"{self.describe()} has no container to snapshot")
         labels = {**self.labels(), LABEL_KIND: "snapshot"}
         result = await asyncio.to_thread(
             self._api.commit, self.container_id, conf={"Labels": labels}, pause=True
         )
-        return str(result["Id"])
+        # a client of its own: the snapshot outlives this sandbox (and its closed client)
+        deleter = functools.partial(remove_snapshot_image, docker_host=self.config.docker_host)
+        return str(result["Id"]), deleter
 
     async def kill(self) -> None:
         """Kill the container now (fault injection and tests); close() still removes it."""

@@ -19,8 +19,8 @@ from_snapshot=snap)`` starts any number later. Two ways to copy the filesystem:
 
 Session state is read with one command per session (its cwd and ``os.environ`` as the
 session's children see them) and given to the child's session when it is created; functions,
-aliases and non-exported variables are not carried. Depends on ``base`` (not on any backend
-module at import time).
+aliases and non-exported variables are not carried. Imports no backend: the backend that
+commits an image snapshot (``commit_snapshot``) hands over the coroutine that removes it.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from orchestrator.exceptions import (
     ForkError,
     SnapshotTooLargeError,
 )
+from orchestrator.sandbox.labels import LABEL_KIND
 from orchestrator.sandbox.rpc import human_size
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ log = logging.getLogger(__name__)
 
 #: default cap on a portable snapshot's work directory
 DEFAULT_MAX_SNAPSHOT_BYTES = 1 << 30
-LABEL_KIND = "agentic-rollout.kind"
+#: removes a snapshot image given its id: True once it is gone (or was already), False when a
+#: later snapshot's image was committed on top of it (it can go only after that one); any
+#: other failure is logged by the backend and left to ``gc``
+ImageDeleter = Callable[[str], Awaitable[bool]]
 #: exported variables that describe the process, not the state to carry
 _NOT_CARRIED = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "HOSTNAME"})
 _MARK = "@@agentic-fork@@"
@@ -101,6 +105,8 @@ class Snapshot(BaseModel):
     config: Any
     #: kind "image": the Docker image id
     image: str | None = None
+    #: kind "image": removes it (given by the backend that committed it)
+    delete_image: ImageDeleter | None = Field(default=None, exclude=True, repr=False)
     #: kind "archive": the host file holding the work directory's tar
     archive: str | None = None
     #: kind "archive": the absolute work directory it restores
@@ -125,26 +131,15 @@ class Snapshot(BaseModel):
         if self.kind == "archive" and self.archive:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(os.unlink, self.archive)
-        elif self.kind == "image" and self.image:
-            from orchestrator.sandbox.docker import docker_api
-
-            def remove() -> None:
-                api = docker_api(getattr(self.config, "docker_host", None))
-                try:
-                    api.remove_image(self.image, force=False, noprune=False)
-                except Exception as exc:  # in use, daemon down: gc reaps it later
-                    if getattr(getattr(exc, "response", None), "status_code", None) == 404:
-                        return  # pruned with the image committed on top of it
-                    if "dependent child images" in str(exc):
-                        # a fork of one of our children committed on top of this image: it
-                        # goes when that snapshot goes (below)
-                        self.deleted, self.pending_delete = False, True
-                        return
-                    log.warning("snapshot image %s not removed (%s); gc reaps it", self.image, exc)
-                finally:
-                    api.close()
-
-            await asyncio.to_thread(remove)
+        elif (
+            self.kind == "image"
+            and self.image
+            and self.delete_image is not None
+            and not await self.delete_image(self.image)
+        ):
+            # a fork of one of our children committed on top of this image: it goes when
+            # that snapshot goes (below)
+            self.deleted, self.pending_delete = False, True
         if self.deleted and self.base is not None and self.base.pending_delete:
             self.base.deleted = self.base.pending_delete = False
             await self.base.delete()
@@ -354,11 +349,13 @@ async def take_snapshot(
     config = _config_of(sandbox)
     names = list(info.get("sessions") or [])
     snap_id = uuid.uuid4().hex[:12]
-    commit: Callable[[], Awaitable[str]] | None = getattr(sandbox, "commit_snapshot", None)
+    commit: Callable[[], Awaitable[tuple[str, ImageDeleter]]] | None = getattr(
+        sandbox, "commit_snapshot", None
+    )
     if commit is not None and not portable and not getattr(config, "read_only", False):
         sessions = await capture_sessions(sandbox, names)
         try:
-            image = await commit()
+            image, delete_image = await commit()
         except AgenticRolloutError:
             raise
         except Exception as exc:
@@ -369,6 +366,7 @@ async def take_snapshot(
             kind="image",
             config=config,
             image=image,
+            delete_image=delete_image,
             sessions=sessions,
             source=sandbox.name,
             base=sandbox.restore_from,
@@ -478,6 +476,7 @@ class _Lease:
 __all__ = [
     "DEFAULT_MAX_SNAPSHOT_BYTES",
     "LABEL_KIND",
+    "ImageDeleter",
     "SessionState",
     "Snapshot",
     "SnapshotConfig",

@@ -19,6 +19,7 @@ from orchestrator.exceptions import SandboxError
 from orchestrator.sandbox.docker import docker_api
 from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
+    LABEL_KIND,
     LABEL_MANAGED,
     LABEL_RUN,
     label_value,
@@ -232,8 +233,6 @@ def reap_snapshot_images(
     """Snapshot images (orchestrator/sandbox/fork.py) past their expiry or whose orchestrator
     is gone; one still used by a container is left (reported ``removed=False``)."""
     import docker.errors
-
-    from orchestrator.sandbox.fork import LABEL_KIND
 
     found: list[Reaped] = []
     images = api.images(filters={"label": [f"{LABEL_MANAGED}=1", f"{LABEL_KIND}=snapshot"]})

@@ -20,6 +20,8 @@ LABEL_EXPIRES = f"{LABEL_PREFIX}.expires"
 LABEL_HOST = f"{LABEL_PREFIX}.host"
 LABEL_PID = f"{LABEL_PREFIX}.pid"
 LABEL_PID_START = f"{LABEL_PREFIX}.pid-start"
+#: what a managed object is when it is not a sandbox (``snapshot``: a fork's image, fork.py)
+LABEL_KIND = f"{LABEL_PREFIX}.kind"
 
 
 @functools.cache  # a passwd lookup per sandbox config cost ~3 ms
