@@ -388,8 +388,18 @@ def _proc_table():
 def direct_children(pid):
     """The pids whose parent is ``pid`` (one small read where the kernel offers it)."""
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return frozenset(int(p) for p in f.read().split())
+        # os.open/os.read: three syscalls where open() makes eight (it runs once per command)
+        fd = os.open("/proc/%d/task/%d/children" % (pid, pid), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            raw = b""
+            while True:
+                more = os.read(fd, 65536)
+                if not more:
+                    break
+                raw += more
+        finally:
+            os.close(fd)
+        return frozenset(int(p) for p in raw.split())
     except OSError:
         return frozenset(p for p, row in _proc_table().items() if row[0] == pid)
 
@@ -466,6 +476,7 @@ class PidsGuard(object):
         self.sessions = sessions  # () -> the live Session objects
         self.reap = reap  # we are PID 1: the killed processes' zombies are ours to reap
         self.events, self.limit = _pids_files()
+        self.events_fd = None  # opened on first use
         self.seen = self.refused()
         self.kills = 0
         self.log = collections.deque(maxlen=32)  # (kill number, sid, note)
@@ -476,11 +487,15 @@ class PidsGuard(object):
         if self.events is None:
             return None
         try:
-            with open(self.events) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "max":
-                        return int(value)
+            # read twice per command: one pread of a file kept open, not open+read+close
+            # (kernfs generates the text afresh for each read at offset 0)
+            if self.events_fd is None:
+                self.events_fd = os.open(self.events, os.O_RDONLY | os.O_CLOEXEC)
+            raw = os.pread(self.events_fd, 4096, 0)
+            for line in raw.split(b"\n"):
+                key, _, value = line.partition(b" ")
+                if key == b"max":
+                    return int(value)
         except (OSError, ValueError):
             return None
         return None
@@ -760,13 +775,15 @@ class Session(object):
             "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
             # the marker's last field: "x" when xtrace is to be restored, "t" when traps are
-            # (the prefix has work to do before the next command; else it is left out)
-            '__ag_done() { { builtin export -p; builtin declare -f; } > "$__ag_state" '
-            '2>/dev/null; __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
-            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$2" "$1" "$3" "$__ag_r"; }'
+            # (the prefix has work to do before the next command; else it is left out). The
+            # marker goes first: the reply need not wait for the state to be saved, and bash
+            # saves it before it reads the next command (a kill during that one restores it).
+            '__ag_done() { __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
+            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$__ag_seq" "$1" "$2" "$__ag_r"; '
+            '{ builtin export -p; builtin declare -f; } > "$__ag_state" 2>/dev/null; }'
             % self.token.decode(),
             "builtin trap 'builtin return 130 2>/dev/null' INT",
-            "builtin trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
+            "builtin trap '__ag_done $? exit' EXIT",
             "",
         ]
         self._send("\n".join(lines).encode())
@@ -826,12 +843,10 @@ class Session(object):
         prefix = _PREFIX.encode() if self.restore else b""
         text = prefix + command.encode("utf-8", "surrogateescape") + _SUFFIX.encode()
         try:
-            with open(cmd_file, "wb") as f:
-                f.write(text)
+            _write_file(cmd_file, text)
         except OSError:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            with open(cmd_file, "wb") as f:
-                f.write(text)
+            _write_file(cmd_file, text)
         call = _Call(self.seq, timeout, cap, cmd_file, direct_children(self.proc.pid))
         if self.guard is not None:
             # a bomb left by an earlier command is killed before this one starts
@@ -847,7 +862,7 @@ class Session(object):
         self._send(
             (
                 # short: bash reads a line from a pipe one byte (one syscall) at a time
-                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $? %d\n' % (self.seq, self.seq)
+                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $?\n' % self.seq
             ).encode()
         )
         return call
@@ -856,6 +871,9 @@ class Session(object):
         """Read output until the marker, the end of bash, or the interrupts run out."""
         fd = self.proc.stdout.fileno()
         marker = self.token + str(call.seq).encode() + b":"
+        # small reads first: a 1 MiB buffer is an mmap + mremap + munmap for every read, and
+        # most commands print little; a read that fills the buffer switches to big ones
+        size = 1 << 16
         while True:
             if not self._check_stop(call):
                 return
@@ -869,7 +887,9 @@ class Session(object):
                     call.exit_code = self.proc.returncode
                     return
                 continue
-            data = os.read(fd, 1 << 20)
+            data = os.read(fd, size)
+            if len(data) == size:
+                size = 1 << 20
             if not data:
                 self.proc.wait()
                 call.ended = True
@@ -1013,6 +1033,17 @@ class Session(object):
         except OSError:
             pass
         kill_tree(self.proc.pid, old_children, {self.proc.pid, os.getpgid(0)}, sid=self.proc.pid)
+
+
+def _write_file(path, data):
+    """Write a small file in three syscalls (open() adds fstat, ioctl and lseek to each)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _proc_cwd(pid):
