@@ -50,6 +50,9 @@ REPLY_CACHE = 256
 REPLY_CACHE_MAX_BYTES = 1024 * 1024
 SEEN_IDS = 65536
 MIN_WORKERS = 4
+#: how long a session.run read inline by the request reader may wait before the reading of
+#: requests moves to a worker (a cancel or another request then waits at most this long)
+INLINE_WAIT = 0.005
 MAX_WORKERS = 256
 
 
@@ -284,6 +287,20 @@ _CHILDREN = set()
 _REAP_NOW = threading.Event()
 
 
+#: per thread: what to call before this thread may block for long (an inline call that is
+#: still holding the request reader hands it to a worker first; see Agent.handle_frame)
+_TL = threading.local()
+
+
+def may_block():
+    """About to wait for long (a command that is still running, a busy session, a fork bomb
+    being killed): if this thread is also the request reader, hand reading over first."""
+    release = getattr(_TL, "release", None)
+    if release is not None:
+        _TL.release = None
+        release()
+
+
 def spawn(argv, **kwargs):
     with _CHILDREN_LOCK:
         harden()  # before the first command exists: none may ever see us dumpable
@@ -506,6 +523,7 @@ class PidsGuard(object):
         refused = self.refused()
         if refused is None or refused == self.seen:
             return refused
+        may_block()
         with self.lock:
             if refused == self.seen:
                 return refused
@@ -819,8 +837,13 @@ class Session(object):
                     pass
 
     def run(self, command, timeout, cap):
-        with self.lock:
+        if not self.lock.acquire(False):
+            may_block()  # another command runs in this session: wait without the reader
+            self.lock.acquire()
+        try:
             return self._run(command, timeout, cap)
+        finally:
+            self.lock.release()
 
     def _run(self, command, timeout, cap):
         restarted = False
@@ -878,7 +901,18 @@ class Session(object):
             if not self._check_stop(call):
                 return
             wait = max(0.0, min(call.deadline - time.monotonic(), 0.25))
-            ready, _, _ = select.select([fd], [], [], wait)
+            if getattr(_TL, "release", None) is not None:
+                # run inline by the request reader: a command still running INLINE_WAIT after
+                # its start (quiet or printing) hands the reading over (cancel gets through)
+                left = call.started + INLINE_WAIT - time.monotonic()
+                if left <= 0:
+                    may_block()
+                    continue
+                ready, _, _ = select.select([fd], [], [], min(wait, left))
+                if not ready:
+                    continue
+            else:
+                ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
                 if not self._alive():
                     # exited without a marker (exec, kill -9, exit inside a trap...)
@@ -1091,6 +1125,7 @@ class Agent(object):
         self.idle = 0  # workers waiting for a request
         self.queued = 0  # requests submitted and not yet taken by a worker
         self.workers = 0
+        self.reader_id = None  # the thread now reading requests
         self.started = time.time()
         self.root = _make_private_dir()
         self.guard = PidsGuard(self._live_sessions, reap=os.getpid() == 1)
@@ -1126,10 +1161,37 @@ class Agent(object):
 
     def serve(self):
         reader = os.fdopen(self.in_fd, "rb", buffering=1 << 16)
+        done = threading.Event()
+        try:
+            self._serve_loop(reader, done)
+        except BaseException:
+            done.set()
+            raise
+        done.wait()  # the reading may have moved to a worker: until the stream ends
+
+    def _hand_off(self, reader, done):
+        """Move the reading of requests to a worker (the current reader runs a long call)."""
+        self.reader_id = None
+
+        def serve_on():
+            try:
+                self._serve_loop(reader, done)  # sets done at the end of the stream
+            except BaseException:
+                done.set()  # an error here ends serving, as it does in the main thread
+                raise
+
+        self._submit_item(serve_on)
+
+    def _serve_loop(self, reader, done):
+        me = threading.get_ident()
+        self.reader_id = me
         while True:
+            if self.reader_id != me:
+                return  # an inline call handed the reading to another thread
             line = reader.readline(MAX_FRAME + 1)
             if not line:
-                break
+                done.set()
+                return
             if len(line) > MAX_FRAME and not line.endswith(b"\n"):
                 while True:  # skip the rest of the oversized frame
                     more = reader.readline(1 << 20)
@@ -1145,9 +1207,9 @@ class Agent(object):
                 )
                 continue
             if line.strip():
-                self.handle_frame(line)
+                self.handle_frame(line, reader, done)
 
-    def handle_frame(self, line):
+    def handle_frame(self, line, reader=None, done=None):
         try:
             msg = json_loads(line.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -1225,6 +1287,20 @@ class Agent(object):
             self.uploads[rid] = queue.Queue(maxsize=64)
         if method in self.inline:
             self.execute(rid, method, params)
+        elif (
+            method == "session.run"
+            and reader is not None
+            and self.reader_id == threading.get_ident()
+            and self.idle > self.queued
+        ):
+            # Optimistically inline: most commands end within INLINE_WAIT, and a hand-off to
+            # a worker thread costs more CPU than the call itself. One that would wait
+            # longer hands the reading of requests to a worker first (may_block).
+            _TL.release = lambda: self._hand_off(reader, done)
+            try:
+                self.execute(rid, method, params)
+            finally:
+                _TL.release = None
         else:
             self._submit(rid, method, params)
 
@@ -1260,6 +1336,9 @@ class Agent(object):
             raise
 
     def _submit(self, rid, method, params):
+        self._submit_item((rid, method, params))
+
+    def _submit_item(self, item):
         # Count the requests still in the queue, not only the idle workers: a burst arrives
         # before any idle worker has taken a request, and counting idle workers alone ran 20
         # concurrent `sleep 1` in waves of MIN_WORKERS.
@@ -1275,7 +1354,7 @@ class Agent(object):
                 self._spawn_worker()
             except RuntimeError:
                 break  # pids limit reached (fork bomb): the request waits for a free worker
-        self.tasks.put((rid, method, params))
+        self.tasks.put(item)
 
     def _worker(self):
         while True:
@@ -1286,7 +1365,10 @@ class Agent(object):
                     self.queued -= 1
             if item is None:
                 return
-            self.execute(*item)
+            if callable(item):
+                item()  # the request reader, handed over by an inline call
+            else:
+                self.execute(*item)
             with self.state_lock:
                 self.idle += 1
 
