@@ -17,7 +17,9 @@ Framing: one JSON object per line, UTF-8, both directions.
 * stream    ``{"id": "r1", "chunk": "<base64>"}`` zero or more before the reply (``tar.get``),
             and host -> agent for an upload (``tar.put``), ended by ``{"id": "r1", "eof": true}``.
 
-Requests run concurrently on worker threads; replies may come out of order. A request id is
+Requests run concurrently on worker threads (``session.run`` starts inline on the reader and
+hands the reading to a worker if it runs longer than ``INLINE_WAIT``); replies may come out of
+order. A request id is
 executed at most once: a repeat of a finished id gets the cached reply, a repeat of a running
 id is ignored (its one reply answers both), a repeat of an evicted id gets ``DuplicateRequest``.
 
