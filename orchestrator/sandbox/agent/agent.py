@@ -17,7 +17,9 @@ Framing: one JSON object per line, UTF-8, both directions.
 * stream    ``{"id": "r1", "chunk": "<base64>"}`` zero or more before the reply (``tar.get``),
             and host -> agent for an upload (``tar.put``), ended by ``{"id": "r1", "eof": true}``.
 
-Requests run concurrently on worker threads; replies may come out of order. A request id is
+Requests run concurrently on worker threads (``session.run`` starts inline on the reader and
+hands the reading to a worker if it runs longer than ``INLINE_WAIT``); replies may come out of
+order. A request id is
 executed at most once: a repeat of a finished id gets the cached reply, a repeat of a running
 id is ignored (its one reply answers both), a repeat of an evicted id gets ``DuplicateRequest``.
 
@@ -50,6 +52,9 @@ REPLY_CACHE = 256
 REPLY_CACHE_MAX_BYTES = 1024 * 1024
 SEEN_IDS = 65536
 MIN_WORKERS = 4
+#: how long a session.run read inline by the request reader may wait before the reading of
+#: requests moves to a worker (a cancel or another request then waits at most this long)
+INLINE_WAIT = 0.005
 MAX_WORKERS = 256
 
 
@@ -284,6 +289,20 @@ _CHILDREN = set()
 _REAP_NOW = threading.Event()
 
 
+#: per thread: what to call before this thread may block for long (an inline call that is
+#: still holding the request reader hands it to a worker first; see Agent.handle_frame)
+_TL = threading.local()
+
+
+def may_block():
+    """About to wait for long (a command that is still running, a busy session, a fork bomb
+    being killed): if this thread is also the request reader, hand reading over first."""
+    release = getattr(_TL, "release", None)
+    if release is not None:
+        _TL.release = None
+        release()
+
+
 def spawn(argv, **kwargs):
     with _CHILDREN_LOCK:
         harden()  # before the first command exists: none may ever see us dumpable
@@ -388,8 +407,18 @@ def _proc_table():
 def direct_children(pid):
     """The pids whose parent is ``pid`` (one small read where the kernel offers it)."""
     try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return frozenset(int(p) for p in f.read().split())
+        # os.open/os.read: three syscalls where open() makes eight (it runs once per command)
+        fd = os.open("/proc/%d/task/%d/children" % (pid, pid), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            raw = b""
+            while True:
+                more = os.read(fd, 65536)
+                if not more:
+                    break
+                raw += more
+        finally:
+            os.close(fd)
+        return frozenset(int(p) for p in raw.split())
     except OSError:
         return frozenset(p for p, row in _proc_table().items() if row[0] == pid)
 
@@ -466,6 +495,7 @@ class PidsGuard(object):
         self.sessions = sessions  # () -> the live Session objects
         self.reap = reap  # we are PID 1: the killed processes' zombies are ours to reap
         self.events, self.limit = _pids_files()
+        self.events_fd = None  # opened on first use
         self.seen = self.refused()
         self.kills = 0
         self.log = collections.deque(maxlen=32)  # (kill number, sid, note)
@@ -476,11 +506,15 @@ class PidsGuard(object):
         if self.events is None:
             return None
         try:
-            with open(self.events) as f:
-                for line in f:
-                    key, _, value = line.partition(" ")
-                    if key == "max":
-                        return int(value)
+            # read twice per command: one pread of a file kept open, not open+read+close
+            # (kernfs generates the text afresh for each read at offset 0)
+            if self.events_fd is None:
+                self.events_fd = os.open(self.events, os.O_RDONLY | os.O_CLOEXEC)
+            raw = os.pread(self.events_fd, 4096, 0)
+            for line in raw.split(b"\n"):
+                key, _, value = line.partition(b" ")
+                if key == b"max":
+                    return int(value)
         except (OSError, ValueError):
             return None
         return None
@@ -491,6 +525,7 @@ class PidsGuard(object):
         refused = self.refused()
         if refused is None or refused == self.seen:
             return refused
+        may_block()
         with self.lock:
             if refused == self.seen:
                 return refused
@@ -760,13 +795,15 @@ class Session(object):
             "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
             # the marker's last field: "x" when xtrace is to be restored, "t" when traps are
-            # (the prefix has work to do before the next command; else it is left out)
-            '__ag_done() { { builtin export -p; builtin declare -f; } > "$__ag_state" '
-            '2>/dev/null; __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
-            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$2" "$1" "$3" "$__ag_r"; }'
+            # (the prefix has work to do before the next command; else it is left out). The
+            # marker goes first: the reply need not wait for the state to be saved, and bash
+            # saves it before it reads the next command (a kill during that one restores it).
+            '__ag_done() { __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
+            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$__ag_seq" "$1" "$2" "$__ag_r"; '
+            '{ builtin export -p; builtin declare -f; } > "$__ag_state" 2>/dev/null; }'
             % self.token.decode(),
             "builtin trap 'builtin return 130 2>/dev/null' INT",
-            "builtin trap '__ag_done $? \"$__ag_seq\" exit' EXIT",
+            "builtin trap '__ag_done $? exit' EXIT",
             "",
         ]
         self._send("\n".join(lines).encode())
@@ -802,8 +839,13 @@ class Session(object):
                     pass
 
     def run(self, command, timeout, cap):
-        with self.lock:
+        if not self.lock.acquire(False):
+            may_block()  # another command runs in this session: wait without the reader
+            self.lock.acquire()
+        try:
             return self._run(command, timeout, cap)
+        finally:
+            self.lock.release()
 
     def _run(self, command, timeout, cap):
         restarted = False
@@ -826,12 +868,10 @@ class Session(object):
         prefix = _PREFIX.encode() if self.restore else b""
         text = prefix + command.encode("utf-8", "surrogateescape") + _SUFFIX.encode()
         try:
-            with open(cmd_file, "wb") as f:
-                f.write(text)
+            _write_file(cmd_file, text)
         except OSError:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
-            with open(cmd_file, "wb") as f:
-                f.write(text)
+            _write_file(cmd_file, text)
         call = _Call(self.seq, timeout, cap, cmd_file, direct_children(self.proc.pid))
         if self.guard is not None:
             # a bomb left by an earlier command is killed before this one starts
@@ -847,7 +887,7 @@ class Session(object):
         self._send(
             (
                 # short: bash reads a line from a pipe one byte (one syscall) at a time
-                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $? %d\n' % (self.seq, self.seq)
+                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $?\n' % self.seq
             ).encode()
         )
         return call
@@ -856,11 +896,25 @@ class Session(object):
         """Read output until the marker, the end of bash, or the interrupts run out."""
         fd = self.proc.stdout.fileno()
         marker = self.token + str(call.seq).encode() + b":"
+        # small reads first: a 1 MiB buffer is an mmap + mremap + munmap for every read, and
+        # most commands print little; a read that fills the buffer switches to big ones
+        size = 1 << 16
         while True:
             if not self._check_stop(call):
                 return
             wait = max(0.0, min(call.deadline - time.monotonic(), 0.25))
-            ready, _, _ = select.select([fd], [], [], wait)
+            if getattr(_TL, "release", None) is not None:
+                # run inline by the request reader: a command still running INLINE_WAIT after
+                # its start (quiet or printing) hands the reading over (cancel gets through)
+                left = call.started + INLINE_WAIT - time.monotonic()
+                if left <= 0:
+                    may_block()
+                    continue
+                ready, _, _ = select.select([fd], [], [], min(wait, left))
+                if not ready:
+                    continue
+            else:
+                ready, _, _ = select.select([fd], [], [], wait)
             if not ready:
                 if not self._alive():
                     # exited without a marker (exec, kill -9, exit inside a trap...)
@@ -869,7 +923,9 @@ class Session(object):
                     call.exit_code = self.proc.returncode
                     return
                 continue
-            data = os.read(fd, 1 << 20)
+            data = os.read(fd, size)
+            if len(data) == size:
+                size = 1 << 20
             if not data:
                 self.proc.wait()
                 call.ended = True
@@ -1015,6 +1071,17 @@ class Session(object):
         kill_tree(self.proc.pid, old_children, {self.proc.pid, os.getpgid(0)}, sid=self.proc.pid)
 
 
+def _write_file(path, data):
+    """Write a small file in three syscalls (open() adds fstat, ioctl and lseek to each)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _proc_cwd(pid):
     try:
         return os.readlink("/proc/%d/cwd" % pid)
@@ -1060,6 +1127,7 @@ class Agent(object):
         self.idle = 0  # workers waiting for a request
         self.queued = 0  # requests submitted and not yet taken by a worker
         self.workers = 0
+        self.reader_id = None  # the thread now reading requests
         self.started = time.time()
         self.root = _make_private_dir()
         self.guard = PidsGuard(self._live_sessions, reap=os.getpid() == 1)
@@ -1095,10 +1163,37 @@ class Agent(object):
 
     def serve(self):
         reader = os.fdopen(self.in_fd, "rb", buffering=1 << 16)
+        done = threading.Event()
+        try:
+            self._serve_loop(reader, done)
+        except BaseException:
+            done.set()
+            raise
+        done.wait()  # the reading may have moved to a worker: until the stream ends
+
+    def _hand_off(self, reader, done):
+        """Move the reading of requests to a worker (the current reader runs a long call)."""
+        self.reader_id = None
+
+        def serve_on():
+            try:
+                self._serve_loop(reader, done)  # sets done at the end of the stream
+            except BaseException:
+                done.set()  # an error here ends serving, as it does in the main thread
+                raise
+
+        self._submit_item(serve_on)
+
+    def _serve_loop(self, reader, done):
+        me = threading.get_ident()
+        self.reader_id = me
         while True:
+            if self.reader_id != me:
+                return  # an inline call handed the reading to another thread
             line = reader.readline(MAX_FRAME + 1)
             if not line:
-                break
+                done.set()
+                return
             if len(line) > MAX_FRAME and not line.endswith(b"\n"):
                 while True:  # skip the rest of the oversized frame
                     more = reader.readline(1 << 20)
@@ -1114,9 +1209,9 @@ class Agent(object):
                 )
                 continue
             if line.strip():
-                self.handle_frame(line)
+                self.handle_frame(line, reader, done)
 
-    def handle_frame(self, line):
+    def handle_frame(self, line, reader=None, done=None):
         try:
             msg = json_loads(line.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
@@ -1194,6 +1289,20 @@ class Agent(object):
             self.uploads[rid] = queue.Queue(maxsize=64)
         if method in self.inline:
             self.execute(rid, method, params)
+        elif (
+            method == "session.run"
+            and reader is not None
+            and self.reader_id == threading.get_ident()
+            and self.idle > self.queued
+        ):
+            # Optimistically inline: most commands end within INLINE_WAIT, and a hand-off to
+            # a worker thread costs more CPU than the call itself. One that would wait
+            # longer hands the reading of requests to a worker first (may_block).
+            _TL.release = lambda: self._hand_off(reader, done)
+            try:
+                self.execute(rid, method, params)
+            finally:
+                _TL.release = None
         else:
             self._submit(rid, method, params)
 
@@ -1229,6 +1338,9 @@ class Agent(object):
             raise
 
     def _submit(self, rid, method, params):
+        self._submit_item((rid, method, params))
+
+    def _submit_item(self, item):
         # Count the requests still in the queue, not only the idle workers: a burst arrives
         # before any idle worker has taken a request, and counting idle workers alone ran 20
         # concurrent `sleep 1` in waves of MIN_WORKERS.
@@ -1244,7 +1356,7 @@ class Agent(object):
                 self._spawn_worker()
             except RuntimeError:
                 break  # pids limit reached (fork bomb): the request waits for a free worker
-        self.tasks.put((rid, method, params))
+        self.tasks.put(item)
 
     def _worker(self):
         while True:
@@ -1255,7 +1367,10 @@ class Agent(object):
                     self.queued -= 1
             if item is None:
                 return
-            self.execute(*item)
+            if callable(item):
+                item()  # the request reader, handed over by an inline call
+            else:
+                self.execute(*item)
             with self.state_lock:
                 self.idle += 1
 
