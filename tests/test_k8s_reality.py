@@ -207,7 +207,7 @@ async def test_black_holed_exec_handshake_fails_the_start_in_bounded_time(double
     double.blackhole_handshakes = False
     # the abandoned handshake threads ended (websocket timeout): the API pool is free
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and k8s._api_pool()._work_queue.qsize():
+    while time.monotonic() < deadline and k8s.api_pool()._work_queue.qsize():
         await asyncio.sleep(0.1)
     async with kube_config(double, heartbeat_interval=0).build() as again:
         assert (await again.run("echo ok")).output == "ok\n"
