@@ -127,6 +127,17 @@ class RunSummary:
         return [t for t in self.trajectories if t.classify() == Outcome.INFRA_ERROR]
 
 
+async def run_task_setup(sandbox: Sandbox, task: Task) -> None:
+    """Run a task's ``setup`` commands in ``sandbox``; the first that fails is a TaskError."""
+    for command in task.setup:
+        result = await sandbox.run(command, timeout=600)
+        if not result.ok:
+            raise TaskError(
+                f"setup command failed (exit {result.exit_code}): {command[:200]}\n"
+                f"{result.output[-1000:]}"
+            )
+
+
 class AgenticRollout:
     def __init__(
         self,
@@ -508,13 +519,7 @@ class AgenticRollout:
         return children, info
 
     async def _run_setup(self, sandbox: Sandbox, task: Task) -> None:
-        for command in task.setup:
-            result = await sandbox.run(command, timeout=600)
-            if not result.ok:
-                raise TaskError(
-                    f"setup command failed (exit {result.exit_code}): {command[:200]}\n"
-                    f"{result.output[-1000:]}"
-                )
+        await run_task_setup(sandbox, task)
 
     async def _run_task(
         self,

@@ -39,7 +39,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from agents.base import jsonable
 from orchestrator.config import SEED_FIELDS, AgenticRolloutConfig
-from orchestrator.exceptions import ConfigError, TaskError, TokenizationError
+from orchestrator.exceptions import ConfigError, TokenizationError
 from orchestrator.groups import GroupMember, SnapshotGroups
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.fork import Snapshot
@@ -358,17 +358,11 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         values = {**self.run_config.sandbox, **task.sandbox}
 
         async def prepare() -> Snapshot:
-            from orchestrator.runner import start_cancel_safe
+            from orchestrator.runner import run_task_setup, start_cancel_safe
 
             parent = await start_cancel_safe(sandbox_config(values).build())
             async with parent:
-                for command in task.setup:
-                    result = await parent.run(command, timeout=600)
-                    if not result.ok:
-                        raise TaskError(
-                            f"setup command failed (exit {result.exit_code}): {command[:200]}"
-                            f"\n{result.output[-1000:]}"
-                        )
+                await run_task_setup(parent, task)
                 return await parent.snapshot()
 
         groups = _groups(self.settings.group_linger)
