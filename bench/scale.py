@@ -25,6 +25,7 @@ import os
 import random
 import resource
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -331,6 +332,35 @@ def check_live_level(n: int, *, available: int | None = None) -> None:
         )
 
 
+#: a level waits (at most SETTLE_MAX_S) until the machine is less busy than this, in cores: the
+#: previous level's removals go on in the kernel (btrfs subvolume cleanup) after docker returns
+SETTLE_BELOW_CORES = 1.0
+SETTLE_MAX_S = 20.0
+
+
+async def _settle() -> dict[str, float]:
+    """Wait until the machine is quiet (or SETTLE_MAX_S passed): seconds waited and the busy
+    cores of the last second, the load this level starts from."""
+    t0 = time.perf_counter()
+    while True:
+        b0 = sysstat.machine_busy_seconds()
+        await asyncio.sleep(1.0)
+        busy = sysstat.machine_busy_seconds() - b0
+        if busy < SETTLE_BELOW_CORES or time.perf_counter() - t0 >= SETTLE_MAX_S:
+            return {"settle_s": time.perf_counter() - t0, "busy_cores": busy}
+
+
+async def _idle(sandboxes: Sequence[Sandbox], seconds: float) -> dict[str, float]:
+    """The machine's CPU while the sandboxes are alive and nobody calls them, per sandbox and
+    second: what merely keeping them costs (agents, shims, dockerd's bookkeeping)."""
+    with _meter(sandboxes) as meter:
+        await asyncio.sleep(seconds)
+    if not isinstance(meter, sysstat.SystemMeter) or meter.split is None:
+        return {}
+    window = len(sandboxes) * seconds  # sandbox-seconds
+    return {f"idle_cpu_{k}_per_sandbox_s": v / window for k, v in meter.split.per(1).items()}
+
+
 def _split(meter: sysstat.SystemMeter, units: int, prefix: str) -> dict[str, float]:
     if meter.split is None:
         return {}
@@ -406,6 +436,27 @@ def _own_containers(api: Any, run_id: str) -> list[dict[str, Any]]:
     return found
 
 
+#: every live level's run label in this process: main() sweeps them once the event loop and
+#: its threads are done (a start still in a thread when a level was interrupted creates its
+#: container after the level's own sweep)
+RUN_IDS: list[str] = []
+
+
+def sweep(run_ids: Sequence[str]) -> int:
+    """Remove the containers of these run labels (ours only); returns how many were found."""
+    api = docker_api()
+    found = 0
+    try:
+        for run_id in run_ids:
+            for c in _own_containers(api, run_id):
+                found += 1
+                with contextlib.suppress(Exception):
+                    api.remove_container(c["Id"], force=True)
+    finally:
+        api.close()
+    return found
+
+
 async def live_level(
     n: int,
     *,
@@ -413,12 +464,15 @@ async def live_level(
     think: float = 0.2,
     image: str = "agentic-rollout/sandbox:latest",
     max_seconds: float = 600.0,
+    run_id: str | None = None,
+    settle: bool = True,
 ) -> dict[str, Any]:
     """One level: start ``n`` sandboxes, keep them all alive through a trivial phase
     (``run("true")``) and a mix phase, then remove them; bounded by ``max_seconds`` of wall time
     (past it everything this level started is removed and the level fails)."""
     check_live_level(n)
-    run_id = f"bench-live-{uuid.uuid4().hex[:6]}"
+    run_id = run_id or f"bench-live-{uuid.uuid4().hex[:6]}"
+    RUN_IDS.append(run_id)
     # the process-wide admission allows 64 live Docker sandboxes by default; this level needs n
     # (starts in flight and the creation rate keep their defaults: they are part of the figure)
     admission.configure("docker", {"max_live": max(n, 64)})
@@ -430,6 +484,8 @@ async def live_level(
 
     async def body() -> None:
         result["load_before"] = os.getloadavg()[0]
+        if settle:
+            result.update({f"start_{k}": v for k, v in (await _settle()).items()})
         used0 = _mem_used()
         t0 = time.perf_counter()
         with _meter(sandboxes) as meter:
@@ -439,13 +495,16 @@ async def live_level(
             result.update(_split(meter, n, "start_cpu"))
         # the mix's file exists before any call: each sandbox starts the mix at its own op
         await asyncio.gather(*(s.write_file("/tmp/w/app.py", _APP) for s in sandboxes))
-        await asyncio.sleep(1.0)  # let the page cache and lazily started threads settle
+        # the starts' aftermath (page cache, the kernel's work) out of the call phases' figures
+        if settle:
+            result.update({f"calls_{k}": v for k, v in (await _settle()).items()})
         usage = [sysstat.cgroup_memory(c["Id"]) for c in _own_containers(api, run_id)]
         result["host_mem_per_sandbox_mb"] = (_mem_used() - used0) / n / 2**20
         known = [u for u in usage if u is not None]
         result["cgroup_mem_per_sandbox_mb"] = sum(known) / len(known) / 2**20 if known else None
         result["live"] = len(usage)
         trivial = [("true", lambda s: s.run("true"))]
+        result.update(await _idle(sandboxes, 3.0))
         result["trivial"] = await _calls(sandboxes, trivial, rounds=rounds, think=think, seed=1)
         result["mix"] = await _calls(sandboxes, LIVE_MIX, rounds=rounds, think=think, seed=2)
         t0 = time.perf_counter()
@@ -485,7 +544,7 @@ async def run_live(
     for n in levels:
         check_live_level(n)  # refuse a bad level before any sandbox starts
     # one sandbox first: imports and the daemon's first container are not steady state
-    await live_level(1, rounds=2, think=0.0, image=image, max_seconds=max_seconds)
+    await live_level(1, rounds=2, think=0.0, image=image, max_seconds=max_seconds, settle=False)
     results = [
         await live_level(n, rounds=rounds, think=think, image=image, max_seconds=max_seconds)
         for n in levels
@@ -529,6 +588,15 @@ def live_summary_lines(result: dict[str, Any]) -> list[str]:
                     for k in ("total", "orchestrator", "engine", "sandboxes", "others", "rest")
                 )
             lines.append(line)
+        if "idle_cpu_total_ms_per_sandbox_s" in lv:
+            lines.append(
+                "  idle_cpu_ms_per_sandbox_s: "
+                + " ".join(
+                    f"{k}={lv[f'idle_cpu_{k}_ms_per_sandbox_s']:.3f}"
+                    for k in ("total", "orchestrator", "engine", "sandboxes", "others", "rest")
+                )
+                + f" busy_cores_before_calls={lv.get('calls_busy_cores', float('nan')):.2f}"
+            )
         if "start_cpu_total_ms" in lv:
             lines.append(
                 "  cpu_per_sandbox_ms: "
@@ -546,21 +614,22 @@ def table_lines(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
     """A markdown table of live-mode results: one row per (label, level)."""
     split = ("total", "orchestrator", "engine", "sandboxes", "others", "rest")
     lines = [
-        "| run | N | load | trivial p50 / p99 ms | trivial CPU/call ms: "
+        "| run | N | busy cores | trivial p50 / p99 ms | trivial CPU/call ms: "
         + " / ".join(split)
-        + " | mix p50 / p99 ms | mix CPU/call ms total | start s | remove s "
-        "| MB/sandbox host / cgroup | failed | leaked |",
-        "|---" * 12 + "|",
+        + " | mix p50 / p99 ms | mix CPU/call ms total | idle CPU ms/sandbox/s "
+        "| start s | remove s | MB/sandbox host / cgroup | failed | leaked |",
+        "|---" * 13 + "|",
     ]
     for label, result in results:
         for lv in result["levels"]:
             t, m = lv["trivial"], lv["mix"]
             cpu = " / ".join(f"{t.get(f'cpu_{k}_ms', float('nan')):.2f}" for k in split)
             lines.append(
-                f"| {label} | {lv['sandboxes']} | {lv['load_before']:.1f} "
+                f"| {label} | {lv['sandboxes']} | {lv.get('calls_busy_cores', float('nan')):.2f} "
                 f"| {t['p50_ms']:.2f} / {t['p99_ms']:.1f} | {cpu} "
                 f"| {m['p50_ms']:.2f} / {m['p99_ms']:.1f} "
                 f"| {m.get('cpu_total_ms', float('nan')):.2f} "
+                f"| {lv.get('idle_cpu_total_ms_per_sandbox_s', float('nan')):.3f} "
                 f"| {lv['start_wall_s']:.1f} | {lv['remove_wall_s']:.1f} "
                 f"| {lv['host_mem_per_sandbox_mb']:.1f} "
                 f"/ {lv['cgroup_mem_per_sandbox_mb'] or 0:.1f} "
@@ -592,15 +661,20 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.sandboxes:
         p.error("--sandboxes N [N ...] is required (or --table)")
-    result = asyncio.run(
-        run_live(
-            tuple(args.sandboxes),
-            rounds=args.rounds,
-            think=args.think,
-            image=args.image,
-            max_seconds=args.max_seconds,
+    try:
+        result = asyncio.run(
+            run_live(
+                tuple(args.sandboxes),
+                rounds=args.rounds,
+                think=args.think,
+                image=args.image,
+                max_seconds=args.max_seconds,
+            )
         )
-    )
+    finally:
+        late = sweep(RUN_IDS)
+        if late:
+            print(f"removed {late} containers left by an interrupted level", file=sys.stderr)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -138,15 +138,20 @@ def _scale_arguments(p: argparse.ArgumentParser) -> None:
 def _scale(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     scale = load("scale")
     if args.sandboxes:
-        live: dict[str, Any] = asyncio.run(
-            scale.run_live(
-                tuple(args.sandboxes),
-                rounds=args.rounds,
-                think=args.think,
-                image=args.image,
-                max_seconds=args.max_seconds,
+        try:
+            live: dict[str, Any] = asyncio.run(
+                scale.run_live(
+                    tuple(args.sandboxes),
+                    rounds=args.rounds,
+                    think=args.think,
+                    image=args.image,
+                    max_seconds=args.max_seconds,
+                )
             )
-        )
+        finally:
+            # once the loop's threads are done: a start interrupted in a thread may create its
+            # container after its level's own sweep
+            scale.sweep(scale.RUN_IDS)
         return live, scale.live_summary_lines(live)
     result: dict[str, Any] = asyncio.run(
         scale.run(
