@@ -50,3 +50,38 @@ async def test_a_container_burning_cpu_counts_as_sandboxes() -> None:
     # than the container did
     assert split.engine > 0, split
     assert split.orchestrator < split.sandboxes, split
+
+
+_BURN = "python3 -c 'import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass'"
+
+
+@pytest.mark.docker
+async def test_containers_filter_counts_only_the_measured_containers() -> None:
+    """With ``containers=``, a neighbour container's CPU is not ``sandboxes``, and a long-lived
+    process that is not ours (here: a host process spinning through the window) is ``others``,
+    not ``rest``: a shared machine's other work stays out of the figures."""
+    import subprocess
+    import sys
+
+    async with (
+        docker_config(image=SANDBOX_IMAGE).build() as ours,
+        docker_config(image=SANDBOX_IMAGE).build() as neighbour,
+    ):
+        spinner = subprocess.Popen(
+            [sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL
+        )
+        try:
+            before = sysstat._proc_cpu(spinner.pid) or 0.0
+            with sysstat.SystemMeter(containers=lambda: [ours.container_id]) as meter:
+                assert (await ours.run(_BURN, timeout=60)).exit_code == 0
+                assert (await neighbour.run(_BURN, timeout=60)).exit_code == 0
+            spun = (sysstat._proc_cpu(spinner.pid) or 0.0) - before
+        finally:
+            spinner.kill()
+            spinner.wait()
+    split = meter.split
+    assert split is not None
+    # ours burnt 0.5 s; the neighbour's 0.5 s is not counted with it
+    assert 0.45 <= split.sandboxes < 0.9, split
+    assert split.others >= spun - 0.05 > 0, (split, spun)
+    assert split.per(1)["others_ms"] == pytest.approx(split.others * 1000)

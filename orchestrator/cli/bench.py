@@ -122,10 +122,37 @@ def _scale_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-slot", type=int, default=2, help="trajectories per slot")
     p.add_argument("--latency", type=float, default=0.2, help="simulated LLM s/turn")
     p.add_argument("--tool-calls", type=int, default=20, help="per trajectory")
+    # the live mode (bench/scale.py's live_arguments has the same options for python -m
+    # bench.scale, which also measures older checkouts whose CLI lacks them)
+    p.add_argument(
+        "--sandboxes",
+        type=int,
+        nargs="+",
+        help="live mode instead of trajectories: levels of N sandboxes alive at once (1..256)",
+    )
+    p.add_argument("--rounds", type=int, default=30, help="live mode: calls per sandbox, phase")
+    p.add_argument("--think", type=float, default=0.2, help="live mode: s between calls")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="live mode: s per level")
 
 
 def _scale(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     scale = load("scale")
+    if args.sandboxes:
+        try:
+            live: dict[str, Any] = asyncio.run(
+                scale.run_live(
+                    tuple(args.sandboxes),
+                    rounds=args.rounds,
+                    think=args.think,
+                    image=args.image,
+                    max_seconds=args.max_seconds,
+                )
+            )
+        finally:
+            # once the loop's threads are done: a start interrupted in a thread may create its
+            # container after its level's own sweep
+            scale.sweep(scale.RUN_IDS)
+        return live, scale.live_summary_lines(live)
     result: dict[str, Any] = asyncio.run(
         scale.run(
             levels=tuple(int(x) for x in args.levels.split(",")),
@@ -191,7 +218,8 @@ BENCHMARKS: dict[str, Benchmark] = {
         _startup,
     ),
     "scale": Benchmark(
-        "N concurrent sandboxes running trajectories with a simulated model",
+        "N concurrent sandboxes running trajectories with a simulated model; --sandboxes N..: "
+        "N live sandboxes, tool-call latency, CPU split, memory per sandbox",
         _scale_arguments,
         _scale,
     ),
