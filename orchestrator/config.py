@@ -33,6 +33,7 @@ from orchestrator.exceptions import ConfigError
 from orchestrator.sandbox.config import validate_sandbox
 from orchestrator.trajectory import Outcome
 from orchestrator.validation import describe_errors, did_you_mean
+from tools.registry import check_builtin_tools_config
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -148,11 +149,7 @@ class AgenticRolloutConfig(BaseModel):
     @model_validator(mode="after")
     def _builtin_tool_settings(self) -> AgenticRolloutConfig:
         # built-in tools' settings are typed: a typo fails here, with its path; tools registered
-        # by the user are checked when the rollout builds its registry. Imported here, not at
-        # the top: `orchestrator/__init__` imports this module, and `tools` imports
-        # `orchestrator.exceptions` (so runs `orchestrator/__init__`) before defining its names
-        from tools.registry import check_builtin_tools_config
-
+        # by the user are checked when the rollout builds its registry.
         check_builtin_tools_config(self.tools_config)
         return self
 

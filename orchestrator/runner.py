@@ -25,14 +25,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import make_agent
 from agents.base import BaseAgent
+from agents.registry import make_agent
 from orchestrator import admission, metrics
 from orchestrator.config import AgenticRolloutConfig, resolve_retry
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
+from orchestrator.preflight import check_agent, run_preflight
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.gc import reap_docker, reap_kubernetes
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
@@ -364,7 +367,6 @@ class AgenticRollout:
     async def preflight(self, tasks: Iterable[Task | dict[str, Any] | str] = ()) -> None:
         """Check the setup for these tasks (see :mod:`orchestrator.preflight`); raises
         :class:`~orchestrator.exceptions.PreflightError` listing every problem."""
-        from orchestrator.preflight import run_preflight
 
         items = [Task.from_any(t) for t in tasks]
         await run_preflight(
@@ -382,17 +384,12 @@ class AgenticRollout:
         kind = str(self.config.sandbox.get("type", "docker"))
         try:
             if kind == "docker":
-                from orchestrator.sandbox.gc import reap_docker
-
                 reaped: list[Any] = await asyncio.to_thread(
                     reap_docker,
                     docker_host=self.config.sandbox.get("docker_host"),
                     run_id=self.run_id,
                 )
             elif kind == "kubernetes":
-                from orchestrator.sandbox.gc import reap_kubernetes
-                from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
-
                 k8s = KubernetesSandboxConfig.model_validate(self.config.sandbox)
                 reaped = await asyncio.to_thread(reap_kubernetes, k8s, run_id=self.run_id)
             else:
@@ -421,8 +418,6 @@ class AgenticRollout:
         task = Task.from_any(task)
         client = llm or self.llm
         if not self._agent_checked:
-            from orchestrator.preflight import check_agent
-
             problems = check_agent(self._agent, client)
             if problems:
                 raise ConfigError(problems[0])

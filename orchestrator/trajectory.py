@@ -15,6 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator.exceptions import ConfigError
+
 #: 2 added ``outcome`` and ``attempt``; version-1 lines still load (the outcome is inferred)
 SCHEMA_VERSION = 2
 
@@ -266,8 +268,6 @@ class Trajectory(BaseModel):
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:
         version = data.get("schema_version", SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
-            from orchestrator.exceptions import ConfigError
-
             raise ConfigError(
                 f"trajectory {data.get('request_id')!r} has schema version {version}; this "
                 f"agentic-rollout reads up to {SCHEMA_VERSION}: upgrade to read it"

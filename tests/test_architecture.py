@@ -125,3 +125,49 @@ def test_bench_is_not_installed_and_the_cli_loads_it_from_the_checkout(
     monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)  # an installed copy: no checkout around
     with pytest.raises(exceptions.AgenticRolloutError, match="need a source checkout"):
         bench.load("rpc")
+
+
+#: what a program may import first; each runs the package ``orchestrator``'s ``__init__`` (which
+#: re-exports the runner) at a different point of its own import
+ENTRY_POINTS = (
+    "orchestrator",
+    "tools",
+    "agents",
+    "tools.editor",
+    "agents.formats",
+    "orchestrator.cli",
+)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_any_package_imports_first_with_an_eager_public_api_and_no_side_effects(
+    entry: str,
+) -> None:
+    """No import cycle is dodged with a lazy import: ``orchestrator`` exports the runner eagerly
+    whichever package a program imports first, and importing creates no client, thread or
+    logging handler and imports no SDK (those load when used)."""
+    code = f"""
+import json, logging, sys, threading
+import {entry}
+import orchestrator
+print(json.dumps({{
+    "getattr": hasattr(orchestrator, "__getattr__"),
+    "runner": orchestrator.AgenticRollout.__module__,
+    "sdks": sorted(m for m in ("docker", "kubernetes", "openai", "anthropic", "prometheus_client",
+                               "verl", "torch") if m in sys.modules),
+    "threads": threading.active_count(),
+    "handlers": len(logging.getLogger().handlers),
+}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found == {
+        "getattr": False,
+        "runner": "orchestrator.runner",
+        "sdks": [],
+        "threads": 1,
+        "handlers": 0,
+    }

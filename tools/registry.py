@@ -16,6 +16,11 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.exceptions import ConfigError
 from orchestrator.validation import describe_errors
 from tools.base import AgenticBaseTool, ToolContext, ToolResult
+from tools.bash import BashExecutorTool
+from tools.calculator import CalculatorTool
+from tools.editor import FileEditorTool
+from tools.search import SearchTool
+from tools.submit import SubmitTool
 
 ToolSpec = tuple[type[AgenticBaseTool], dict[str, Any]]
 
@@ -160,11 +165,6 @@ def default_registry(**configs: dict[str, Any]) -> ToolRegistry:
 
 def builtin_tool_classes() -> dict[str, type[AgenticBaseTool]]:
     """The built-in tools by name (imported here, not at module import)."""
-    from tools.bash import BashExecutorTool
-    from tools.calculator import CalculatorTool
-    from tools.editor import FileEditorTool
-    from tools.search import SearchTool
-    from tools.submit import SubmitTool
 
     classes = (BashExecutorTool, FileEditorTool, SearchTool, CalculatorTool, SubmitTool)
     return {cls.name: cls for cls in classes}

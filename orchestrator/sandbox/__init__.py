@@ -22,7 +22,7 @@ from orchestrator.sandbox.base import (
     SearchMatch,
     SearchResult,
 )
-from orchestrator.sandbox.fork import Snapshot
+from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
 
 #: short name -> "module:ConfigClass"
 BACKENDS: dict[str, str] = {
@@ -65,8 +65,6 @@ def sandbox_config(
     values = {**(data or {}), **kwargs}
     snapshot = values.pop("from_snapshot", None)
     if snapshot is not None:
-        from orchestrator.sandbox.fork import SnapshotConfig
-
         if not isinstance(snapshot, Snapshot):
             raise ConfigError(
                 "from_snapshot takes a Snapshot (sandbox.snapshot()), got "

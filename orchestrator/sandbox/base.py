@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
+from orchestrator import admission, metrics
 from orchestrator.admission import Permit
 from orchestrator.exceptions import (
     AgenticRolloutError,
@@ -270,7 +271,6 @@ class Sandbox(abc.ABC):
     async def start(self, *, queue: bool = True) -> Self:
         """Start the sandbox. ``queue=False`` (warm pool refills): raise
         :class:`SandboxAdmissionError` at once instead of waiting for admission."""
-        from orchestrator import admission, metrics
 
         # every start passes the process-wide admission of its backend: live sandboxes,
         # concurrent starts and the creation rate are bounded for all callers together

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from orchestrator import validation
 from orchestrator.exceptions import ConfigError
+from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.agent_sandbox import AgentSandboxConfig
 from orchestrator.sandbox.docker import DockerSandboxConfig
 from orchestrator.sandbox.kodo import KodoSandboxConfig
@@ -66,8 +67,6 @@ def validate_sandbox(values: dict[str, Any], *, where: str = "sandbox") -> BaseM
     """The typed backend config for ``values`` (default type docker); ConfigError if invalid."""
     kind = str(values.get("type", "docker"))
     if ":" in kind:  # a backend by import path: its own class validates
-        from orchestrator.sandbox import sandbox_config
-
         config: BaseModel = sandbox_config(values)  # type: ignore[assignment]
         return config
     model = _BY_TYPE.get(kind)
