@@ -11,18 +11,18 @@ nothing registers itself on import::
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from orchestrator.exceptions import ConfigError
-from orchestrator.sandbox.base import (
+from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
+from orchestrator.sandbox.handle import (
     CommandResult,
     ExecResult,
     FileStat,
-    Sandbox,
     SearchMatch,
     SearchResult,
 )
-from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
 
 #: short name -> "module:ConfigClass"
 BACKENDS: dict[str, str] = {
@@ -70,7 +70,8 @@ def sandbox_config(
                 "from_snapshot takes a Snapshot (sandbox.snapshot()), got "
                 f"{type(snapshot).__name__}"
             )
-        return SnapshotConfig(snapshot, values)
+        # its build() runs the snapshot's own backend config: the sandbox is a Sandbox
+        return cast(SandboxConfig, SnapshotConfig(snapshot, values))
     kind = str(values.get("type", "docker"))
     spec = BACKENDS.get(kind, kind if ":" in kind else None)
     if spec is None:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
@@ -41,6 +41,13 @@ from orchestrator.sandbox.fork import (
     restore,
     take_snapshot,
 )
+
+# the result records live in handle.py (below fork.py); this module stays their public home
+from orchestrator.sandbox.handle import CommandResult as CommandResult  # noqa: PLC0414
+from orchestrator.sandbox.handle import ExecResult as ExecResult  # noqa: PLC0414
+from orchestrator.sandbox.handle import FileStat as FileStat  # noqa: PLC0414
+from orchestrator.sandbox.handle import SearchMatch as SearchMatch  # noqa: PLC0414
+from orchestrator.sandbox.handle import SearchResult as SearchResult  # noqa: PLC0414
 from orchestrator.sandbox.labels import default_owner
 from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
@@ -97,81 +104,6 @@ def agent_command(python: str = "python3", payload: tuple[bytes, bytes] | None =
         str(len(code)),
         str(len(source)),
     ]
-
-
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class CommandResult(_Result):
-    """Outcome of a command in a persistent session."""
-
-    output: str
-    exit_code: int | None
-    timed_out: bool = False
-    cancelled: bool = False
-    elided_bytes: int = 0
-    total_bytes: int = 0
-    duration: float = 0.0
-    session_ended: bool = False
-    session_restarted: bool = False
-    oom_killed: bool = False
-    note: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.cancelled
-
-
-class ExecResult(_Result):
-    """Outcome of a one-shot process."""
-
-    stdout: str
-    stderr: str
-    exit_code: int
-    timed_out: bool = False
-    cancelled: bool = False
-    elided_bytes: int = 0
-    total_bytes: int = 0
-    duration: float = 0.0
-    oom_killed: bool = False
-    note: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-
-class FileStat(_Result):
-    path: str
-    type: Literal["file", "directory", "symlink", "other"]
-    size: int
-    mode: int
-    mtime: float
-    uid: int
-    gid: int
-    name: str | None = None
-    #: symlinks resolved (``file.stat`` only)
-    realpath: str | None = None
-
-
-class SearchMatch(_Result):
-    path: str
-    line: int | None = None
-    text: str | None = None
-    before: list[str] = Field(default_factory=list)
-    after: list[str] = Field(default_factory=list)
-
-
-class SearchResult(_Result):
-    matches: list[SearchMatch]
-    truncated: bool
-    files_scanned: int = 0
-    files: list[dict[str, Any]] = Field(default_factory=list)
-    #: non-regular files (FIFO, socket, device) the agent did not open: {"path", "kind"},
-    #: at most 100 listed; skipped_count counts them all
-    skipped: list[dict[str, Any]] = Field(default_factory=list)
-    skipped_count: int = 0
 
 
 class SandboxConfigBase(BaseModel):
@@ -352,6 +284,15 @@ class Sandbox(abc.ABC):
         return self._rpc
 
     @property
+    def state(self) -> str:
+        """``not started``, ``running``, ``closed`` or ``dead (its stream closed)``."""
+        if self._closed:
+            return "closed"
+        if self._rpc is None:
+            return "not started"
+        return "dead (its stream closed)" if self._rpc.closed else "running"
+
+    @property
     def connected(self) -> bool:
         """Started and its agent's stream still open (what a warm pool checks before handing
         a sandbox out); False before start, after close or once the stream dropped."""
@@ -372,13 +313,15 @@ class Sandbox(abc.ABC):
         these already started sandboxes instead (portable copy of the work directory).
         Raises :class:`~orchestrator.exceptions.ForkError`; partial failures remove what
         was made."""
-        return await fork(
+        # a child is built by this sandbox's own backend config (or is one of ``into``)
+        children = await fork(
             self,
             n,
             into=into,
             portable=portable,
             max_bytes=max_snapshot_bytes or DEFAULT_MAX_SNAPSHOT_BYTES,
         )
+        return cast(list[Sandbox], children)
 
     async def snapshot(
         self, *, portable: bool = False, max_snapshot_bytes: int | None = None
