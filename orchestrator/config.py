@@ -3,8 +3,9 @@
 * ``agent``: :class:`agents.config.AgentConfig` (turns, tokens per step, temperature, tool
   format, LLM retry policy, system prompt) - the one definition of those fields;
 * ``llm``: :class:`LLMSettings`;
-* ``sandbox``: the backend settings, checked against the discriminated union
-  :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) when the config is read;
+* ``sandbox``: the backend's typed settings, the discriminated union
+  :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) validated when the config
+  is read; it also reads and serialises as the mapping that was given;
 * ``tools`` / ``tools_config``: which tools, and their settings (built-in tools' settings are
   checked when the config is read too);
 * the run's own fields (concurrency, saving, timeouts, admission, retry of stored outcomes).
@@ -22,15 +23,26 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.agent_settings import AgentConfig
 from orchestrator.exceptions import ConfigError
-from orchestrator.sandbox.config import validate_sandbox
+from orchestrator.sandbox.config import AnySandboxSettings, sandbox_settings
 from orchestrator.trajectory import Outcome
 from orchestrator.validation import describe_errors, did_you_mean
 from tools.registry import check_builtin_tools_config
@@ -82,8 +94,12 @@ class AgenticRolloutConfig(BaseModel):
     # ---- additions
     #: which tools (names) the agent gets; None: all registered (or the built-ins)
     tools: list[str] | None = None
-    #: sandbox backend settings; {"type": "none"} runs without a sandbox
-    sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
+    #: sandbox backend settings, typed by ``type`` (docker, kubernetes, agent-sandbox, kodo,
+    #: local, none, or "package.module:ConfigClass"); {"type": "none"} runs without a sandbox.
+    #: Given as a mapping; reads as typed attributes and as that mapping (SandboxSettingsBase)
+    sandbox: AnySandboxSettings = Field(
+        default_factory=lambda: sandbox_settings({"type": "docker"})
+    )
     #: sandboxes kept started ahead of time per sandbox config (0: start each on demand); see
     #: orchestrator.sandbox.pool - a sandbox is still never reused across trajectories
     warm_pool: int = Field(0, ge=0)
@@ -106,13 +122,38 @@ class AgenticRolloutConfig(BaseModel):
     #: (infra_error, task_error, format_error, timeout, max_steps, truncated, completed)
     retry_outcomes: str | list[str] = "infra"
 
-    @field_validator("sandbox")
+    @field_validator("sandbox", mode="wrap")
     @classmethod
-    def _typed_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # typed per backend now, not when the first trajectory starts (the dict is kept: tasks
-        # override keys of it)
-        validate_sandbox(value)
-        return value
+    def _typed_sandbox(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # typed per backend when the config is read, not when the first trajectory starts;
+        # sandbox_settings' ConfigError names the dotted path (pydantic's union errors would
+        # list every backend's)
+        return sandbox_settings(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``config.sandbox = {...}`` (as when it was a dict): typed like a loaded section
+        super().__setattr__(name, sandbox_settings(value) if name == "sandbox" else value)
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> AgenticRolloutConfig:
+        # pydantic's copy does not validate ``update``: a sandbox given there as a mapping (as
+        # when the section was a dict) is typed like a loaded one
+        if update and "sandbox" in update:
+            update = {**update, "sandbox": sandbox_settings(update["sandbox"])}
+        return super().model_copy(update=update, deep=deep)
+
+    @field_serializer("sandbox")
+    def _sandbox_as_given(self, value: AnySandboxSettings, info: SerializationInfo) -> Any:
+        # the mapping that was given, as before the section was typed (not every default)
+        return value.as_dict(mode="json" if info.mode_is_json() else "python")
+
+    @model_validator(mode="after")
+    def _builtin_tool_settings(self) -> AgenticRolloutConfig:
+        # built-in tools' settings are typed: a typo fails here, with its path; tools registered
+        # by the user are checked when the rollout builds its registry.
+        check_builtin_tools_config(self.tools_config)
+        return self
 
     @field_validator("retry_outcomes")
     @classmethod
@@ -145,13 +186,6 @@ class AgenticRolloutConfig(BaseModel):
             data = {k: v for k, v in data.items() if k != "trajectory_save_path"}
             data["save_trajectories"] = False
         return data
-
-    @model_validator(mode="after")
-    def _builtin_tool_settings(self) -> AgenticRolloutConfig:
-        # built-in tools' settings are typed: a typo fails here, with its path; tools registered
-        # by the user are checked when the rollout builds its registry.
-        check_builtin_tools_config(self.tools_config)
-        return self
 
     def preset(self, **changes: Any) -> AgenticRolloutConfig:
         """A copy with ``changes`` applied (flat seed names and dotted keys allowed), validated
@@ -207,7 +241,7 @@ class AgenticRolloutConfig(BaseModel):
 
     @property
     def uses_sandbox(self) -> bool:
-        return str(self.sandbox.get("type", "docker")) != "none"
+        return self.sandbox.type != "none"
 
 
 #: THE compatibility mapping: the seed's flat field names -> where they live now. Accepted as

@@ -33,7 +33,8 @@ from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
 from orchestrator.preflight import check_agent, run_preflight
 from orchestrator.sandbox import sandbox_config
-from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox
+from orchestrator.sandbox.docker import DockerSandboxConfig
 from orchestrator.sandbox.gc import reap_docker, reap_kubernetes
 from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 from orchestrator.sandbox.pool import WarmPool
@@ -165,7 +166,10 @@ class AgenticRollout:
         self.tokenizer = tokenizer
         #: labels this run's sandboxes (``agentic-rollout gc --run RUN_ID``); the sandbox
         #: config's own run_id if it sets one
-        self.run_id = str(self.config.sandbox.get("run_id") or uuid.uuid4().hex[:12])
+        settings = self.config.sandbox
+        self.run_id = uuid.uuid4().hex[:12]
+        if isinstance(settings, ManagedSandboxConfig) and "run_id" in settings.model_fields_set:
+            self.run_id = settings.run_id
         self._agent = agent or make_agent(self.config.agent_type, self.config.agent_config())
         base = tools
         if base is None:
@@ -370,7 +374,7 @@ class AgenticRollout:
 
         items = [Task.from_any(t) for t in tasks]
         await run_preflight(
-            sandbox=self.config.sandbox if self.config.uses_sandbox else None,
+            sandbox=self.config.sandbox.as_dict() if self.config.uses_sandbox else None,
             tasks=items,
             agent=self._agent,
             llm=self.llm,
@@ -381,17 +385,14 @@ class AgenticRollout:
     async def remove_sandboxes(self) -> int:
         """Remove every Docker container (Kubernetes pod) labelled with this run's id, after
         an interruption: a sandbox being torn down when the signal came may not have closed."""
-        kind = str(self.config.sandbox.get("type", "docker"))
+        settings = self.config.sandbox
         try:
-            if kind == "docker":
+            if isinstance(settings, DockerSandboxConfig):
                 reaped: list[Any] = await asyncio.to_thread(
-                    reap_docker,
-                    docker_host=self.config.sandbox.get("docker_host"),
-                    run_id=self.run_id,
+                    reap_docker, docker_host=settings.docker_host, run_id=self.run_id
                 )
-            elif kind == "kubernetes":
-                k8s = KubernetesSandboxConfig.model_validate(self.config.sandbox)
-                reaped = await asyncio.to_thread(reap_kubernetes, k8s, run_id=self.run_id)
+            elif isinstance(settings, KubernetesSandboxConfig):
+                reaped = await asyncio.to_thread(reap_kubernetes, settings, run_id=self.run_id)
             else:
                 return 0
         except Exception as exc:  # the engine may be what failed: say so, do not mask the cause
@@ -627,7 +628,7 @@ class AgenticRollout:
                 await self.after_agent(task, traj, sandbox)
 
     def _sandbox_values(self, task: Task | None) -> dict[str, Any]:
-        values = {**self.config.sandbox, **(task.sandbox if task is not None else {})}
+        values = {**self.config.sandbox.as_dict(), **(task.sandbox if task is not None else {})}
         if values.get("type", "docker") in ("docker", "kubernetes"):
             values.setdefault("run_id", self.run_id)
         return values

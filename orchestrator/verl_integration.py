@@ -274,7 +274,9 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
         if task.kind == "swe":
             sandbox = {
-                k: v for k, v in self.run_config.sandbox.items() if k not in ("image", "workdir")
+                k: v
+                for k, v in self.run_config.sandbox.as_dict().items()
+                if k not in ("image", "workdir")
             }
             return make_swe_reward(sandbox), True
         if task.answer is not None:

@@ -52,6 +52,17 @@ def _load(spec: str) -> Any:
         raise ConfigError(f"cannot load sandbox backend {spec!r}: {exc}") from exc
 
 
+def backend_class(kind: str) -> Any:
+    """The config class of backend ``kind`` (a short name or ``package.module:ConfigClass``)."""
+    spec = BACKENDS.get(kind, kind if ":" in kind else None)
+    if spec is None:
+        raise ConfigError(
+            f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
+            "or an import path 'package.module:ConfigClass'"
+        )
+    return _load(spec)
+
+
 def sandbox_config(
     data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any
 ) -> SandboxConfig:
@@ -73,13 +84,7 @@ def sandbox_config(
         # its build() runs the snapshot's own backend config: the sandbox is a Sandbox
         return cast(SandboxConfig, SnapshotConfig(snapshot, values))
     kind = str(values.get("type", "docker"))
-    spec = BACKENDS.get(kind, kind if ":" in kind else None)
-    if spec is None:
-        raise ConfigError(
-            f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
-            "or an import path 'package.module:ConfigClass'"
-        )
-    cls = _load(spec)
+    cls = backend_class(kind)
     if ":" in kind:
         values.pop("type")
     from pydantic import ValidationError
@@ -101,5 +106,6 @@ __all__ = [
     "SearchMatch",
     "SearchResult",
     "Snapshot",
+    "backend_class",
     "sandbox_config",
 ]

@@ -17,7 +17,15 @@ import os
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    ItemsView,
+    KeysView,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, cast
@@ -106,7 +114,42 @@ def agent_command(python: str = "python3", payload: tuple[bytes, bytes] | None =
     ]
 
 
-class SandboxConfigBase(BaseModel):
+class SandboxSettingsBase(BaseModel):
+    """A sandbox section as a run config holds it: typed attributes (the effective settings,
+    defaults included), and read access as the mapping that was given: ``settings["image"]``,
+    ``settings.get("run_id")``, ``{**settings, **overrides}``, ``settings == {...}``. That
+    mapping (``type`` and the keys that were set) is also what the config serialises to, and
+    what a task's ``sandbox`` overrides are merged into."""
+
+    def as_dict(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """``type`` and the settings that were given (not the defaults)."""
+        given = self.model_dump(mode=mode, exclude_unset=True)
+        return {**self.model_dump(mode=mode, include={"type"}), **given}
+
+    def keys(self) -> KeysView[str]:
+        return self.as_dict().keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self.as_dict().items()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.as_dict() == dict(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as any pydantic model
+
+
+class SandboxConfigBase(SandboxSettingsBase):
     """What every backend's settings share, with one meaning and one default each.
 
     A backend subclasses it with its own ``type`` literal and fields, overriding a default only

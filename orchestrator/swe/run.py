@@ -92,7 +92,7 @@ async def run_swe(
 
     Patches touching test infrastructure are reported in ``reward_details``
     (``test_infrastructure_touched``); ``strict_grading`` gives them reward 0 untested."""
-    sandbox = {k: v for k, v in config.sandbox.items() if k not in ("image", "workdir")}
+    sandbox = {k: v for k, v in config.sandbox.as_dict().items() if k not in ("image", "workdir")}
     rollout = AgenticRollout(
         swe_config(config),
         llm_client=llm_client,
