@@ -6,8 +6,8 @@
 * ``sandbox``: the backend's typed settings, the discriminated union
   :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) validated when the config
   is read; it also reads and serialises as the mapping that was given;
-* ``tools`` / ``tools_config``: which tools, and their settings (built-in tools' settings are
-  checked when the config is read too);
+* ``tools``: :class:`tools.registry.ToolsSettings`, which tools (``names``) and their settings
+  (``config``; built-in tools' settings are checked when the config is read too);
 * the run's own fields (concurrency, saving, timeouts, admission, retry of stored outcomes).
 
 The seed's flat names (``max_steps=8``, ``temperature``, ``tool_format`` ...) keep working, as
@@ -45,7 +45,7 @@ from orchestrator.exceptions import ConfigError
 from orchestrator.sandbox.config import AnySandboxSettings, sandbox_settings
 from orchestrator.trajectory import Outcome
 from orchestrator.validation import describe_errors, did_you_mean
-from tools.registry import check_builtin_tools_config
+from tools.registry import ToolsSettings
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -76,8 +76,6 @@ class AgenticRolloutConfig(BaseModel):
     agent_type: str = "react"
     #: the agent's loop settings; the seed's flat names (max_steps, temperature...) map here
     agent: AgentConfig = Field(default_factory=AgentConfig)
-    #: per-tool config overrides, e.g. {"bash": {"timeout": 30}}
-    tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: tasks handed to the scheduler at a time (results are saved as each trajectory ends)
     batch_size: int = Field(32, ge=1)
     #: trajectories (and so sandboxes) alive at once
@@ -92,8 +90,9 @@ class AgenticRolloutConfig(BaseModel):
     trajectory_save_path: str | None = "./trajectories/trajectories.jsonl"
 
     # ---- additions
-    #: which tools (names) the agent gets; None: all registered (or the built-ins)
-    tools: list[str] | None = None
+    #: which tools the agent gets (``names``) and their settings (``config``); the seed's
+    #: ``tools_config`` and a list given as ``tools`` map here
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
     #: sandbox backend settings, typed by ``type`` (docker, kubernetes, agent-sandbox, kodo,
     #: local, none, or "package.module:ConfigClass"); {"type": "none"} runs without a sandbox.
     #: Given as a mapping; reads as typed attributes and as that mapping (SandboxSettingsBase)
@@ -148,13 +147,6 @@ class AgenticRolloutConfig(BaseModel):
         # the mapping that was given, as before the section was typed (not every default)
         return value.as_dict(mode="json" if info.mode_is_json() else "python")
 
-    @model_validator(mode="after")
-    def _builtin_tool_settings(self) -> AgenticRolloutConfig:
-        # built-in tools' settings are typed: a typo fails here, with its path; tools registered
-        # by the user are checked when the rollout builds its registry.
-        check_builtin_tools_config(self.tools_config)
-        return self
-
     @field_validator("retry_outcomes")
     @classmethod
     def _known_outcomes(cls, value: str | list[str]) -> str | list[str]:
@@ -192,7 +184,7 @@ class AgenticRolloutConfig(BaseModel):
         like a loaded config: how SWE, VERL and Harbor set their presets on a user's config."""
         data = self.model_dump()
         for key, value in changes.items():
-            set_dotted(data, SEED_FIELDS.get(key, key), value)
+            set_dotted(data, config_key(key, value), value)
         try:
             return type(self).model_validate(data)
         except ValidationError as exc:
@@ -225,7 +217,7 @@ class AgenticRolloutConfig(BaseModel):
         data = nest_seed_fields(data)  # so an override of either spelling replaces it
         for key, value in overrides.items():
             if value is not None:
-                set_dotted(data, SEED_FIELDS.get(key, key), value)
+                set_dotted(data, config_key(key, value), value)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -247,17 +239,28 @@ class AgenticRolloutConfig(BaseModel):
 #: THE compatibility mapping: the seed's flat field names -> where they live now. Accepted as
 #: constructor / YAML / ``--set`` keys and readable and writable as attributes.
 SEED_FIELDS: dict[str, str] = {
-    name: f"agent.{name}"
-    for name in (
-        "max_steps",
-        "max_tokens_per_step",
-        "temperature",
-        "max_consecutive_format_errors",
-        "system_prompt",
-        "tool_format",
-        "retry",
-    )
+    **{
+        name: f"agent.{name}"
+        for name in (
+            "max_steps",
+            "max_tokens_per_step",
+            "temperature",
+            "max_consecutive_format_errors",
+            "system_prompt",
+            "tool_format",
+            "retry",
+        )
+    },
+    "tools_config": "tools.config",
 }
+
+
+def config_key(key: str, value: Any) -> str:
+    """Where a key given to ``load``/``preset`` goes: a seed name to its section, and ``tools``
+    given as a list of names (as before the section) to ``tools.names``."""
+    if key == "tools" and (value is None or isinstance(value, (list, tuple))):
+        return "tools.names"
+    return SEED_FIELDS.get(key, key)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -275,6 +278,9 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def nest_seed_fields(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with the seed's flat names moved to their sections; a setting given both ways
     is refused rather than one silently winning."""
+    tools = data.get("tools")
+    if (tools is None and "tools" in data) or isinstance(tools, (list, tuple)):
+        data = {**data, "tools": {"names": tools}}  # the list form, before its settings join it
     if not any(key in SEED_FIELDS for key in data):
         return data
     out = {k: v for k, v in data.items() if k not in SEED_FIELDS}

@@ -166,5 +166,5 @@ def demo_client(config: AgenticRolloutConfig) -> StrictJsonClient:
 
     s = config.llm
     inner = make_client(s.provider, s.model, base_url=s.base_url, api_key=s.api_key)
-    tools = default_registry().fork(config.tools_config, only=config.tools)
+    tools = default_registry().fork(config.tools.config, only=config.tools.names)
     return StrictJsonClient(inner, tools, patterns={"expression": EXPRESSION_PATTERN})

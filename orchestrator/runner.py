@@ -175,7 +175,7 @@ class AgenticRollout:
         if base is None:
             global_registry = get_global_tool_registry()
             base = global_registry if len(global_registry) else default_registry()
-        unknown = sorted(set(self.config.tools or []) - set(base.names()))
+        unknown = sorted(set(self.config.tools.names or []) - set(base.names()))
         if unknown:
             raise ConfigError(
                 f"config.tools names unknown tools: {', '.join(unknown)}"
@@ -183,7 +183,7 @@ class AgenticRollout:
             )
         self.tools = base
         # a typo in tools_config (or a bad value) fails here, once, not in every trajectory
-        base.fork(self.config.tools_config, only=self.config.tools)
+        base.fork(self.config.tools.config, only=self.config.tools.names)
         self.reward_fn = reward_fn
         #: also reward trajectories that ended in max_steps/error (SWE: the patch still counts)
         self.reward_all = reward_all
@@ -598,8 +598,8 @@ class AgenticRollout:
     ) -> None:
         if "group" in task.metadata:
             traj.metadata["group"] = dict(task.metadata["group"])
-        only = self.config.tools
-        tools = self.tools.fork(self.config.tools_config, only=only)
+        only = self.config.tools.names
+        tools = self.tools.fork(self.config.tools.config, only=only)
         if not self.config.uses_sandbox:
             await self._agent.run(task, llm, tools, None, trajectory=traj)
             if self.after_agent is not None:

@@ -145,3 +145,28 @@ def test_the_sandbox_section_is_typed_by_its_type_and_reads_as_given(tmp_path: P
         AgenticRolloutConfig.load(
             None, sandbox={"type": "orchestrator.sandbox.local:LocalSandboxConfig", "pyton": "x"}
         )
+
+
+def test_tools_are_their_own_section_and_the_flat_spellings_map_onto_it(tmp_path: Path) -> None:
+    from tools.registry import ToolsSettings
+
+    flat = AgenticRolloutConfig(tools=["bash"], tools_config={"bash": {"timeout": 30}})
+    path = tmp_path / "c.yaml"
+    path.write_text("tools:\n  names: [bash]\n  config:\n    bash:\n      timeout: 30\n")
+    nested = AgenticRolloutConfig.load(path)
+    assert (
+        flat.tools
+        == nested.tools
+        == ToolsSettings(names=["bash"], config={"bash": {"timeout": 30}})
+    )
+    assert flat.tools == ["bash"] and flat.tools_config == {"bash": {"timeout": 30}}  # seed reads
+    assert flat.model_dump()["tools"] == {"names": ["bash"], "config": {"bash": {"timeout": 30}}}
+    assert AgenticRolloutConfig().tools.names is None  # None: every registered tool
+    # the list form and the seed name through load/preset overrides, in any order
+    loaded = AgenticRolloutConfig.load(
+        None, tools_config={"submit": {"mode": "auto"}}, tools=["submit"]
+    )
+    assert loaded.tools == ToolsSettings(names=["submit"], config={"submit": {"mode": "auto"}})
+    assert loaded.preset(tools=["bash", "submit"]).tools.config == {"submit": {"mode": "auto"}}
+    with pytest.raises(ConfigError, match=r"tools.nams: unknown key; did you mean 'names'"):
+        AgenticRolloutConfig.load(None, **{"tools.nams": ["bash"]})

@@ -337,8 +337,8 @@ def harbor_config(
     (bash, editor) unless the config names its own."""
     budget = max((t.agent_timeout + t.verifier_timeout for t in tasks), default=0.0) + 120.0
     update: dict[str, Any] = {"trajectory_timeout": max(config.trajectory_timeout, budget)}
-    if config.tools is None:
-        update["tools"] = HARBOR_TOOLS
+    if config.tools.names is None:
+        update["tools.names"] = HARBOR_TOOLS
     if not config.uses_sandbox:
         raise TaskError("harbor tasks run in a sandbox: --backend none cannot run them")
     return config.preset(**update)

@@ -23,11 +23,11 @@ SWE_TOOLS = ["bash", "str_replace_editor", "search", "submit"]
 def swe_config(base: AgenticRolloutConfig | None = None, **overrides: Any) -> AgenticRolloutConfig:
     """The coding agent with bash/editor/search/submit, submit building the patch."""
     cfg = base or AgenticRolloutConfig(agent_type="coding")
-    tools_config = {**cfg.tools_config}
+    tools_config = {**cfg.tools.config}
     tools_config["submit"] = {"mode": "auto", **tools_config.get("submit", {})}
-    update: dict[str, Any] = {"tools_config": tools_config}
-    if cfg.tools is None:
-        update["tools"] = SWE_TOOLS
+    update: dict[str, Any] = {"tools.config": tools_config}
+    if cfg.tools.names is None:
+        update["tools.names"] = SWE_TOOLS
     update.update(overrides)
     return cfg.preset(**update)
 
