@@ -255,8 +255,9 @@ def seed_prompt(task: Task) -> dict[str, Any]:
     prompt: dict[str, Any] = {"content": task.prompt_text(), "id": task.id}
     if isinstance(task.prompt, list):
         prompt["messages"] = [dict(m) for m in task.prompt]
-    if task.metadata:
-        prompt["metadata"] = dict(task.metadata)
+    metadata = task.json_metadata()  # as the previous versions handed it (an SWE row included)
+    if metadata:
+        prompt["metadata"] = metadata
     return prompt
 
 

@@ -55,7 +55,7 @@ def make_swe_reward(sandbox: dict[str, Any], *, strict: bool = False) -> Any:
     async def reward(task: Task, traj: Trajectory) -> float:
         if "resolved" in traj.reward_details:
             return 1.0 if traj.reward_details["resolved"] else 0.0
-        swe = SWETask.from_row(task.metadata["swe"])
+        swe = SWETask.from_row(task.swe_row or {})
         return _record(traj, await evaluate(swe, traj.patch, sandbox=sandbox, strict=strict))
 
     return reward
@@ -65,7 +65,7 @@ def _in_rollout_sandbox(strict: bool) -> Any:
     async def after_agent(task: Task, traj: Trajectory, sandbox: Sandbox | None) -> None:
         if sandbox is None or sandbox.rpc.closed:
             return  # the reward falls back to a fresh sandbox
-        swe = SWETask.from_row(task.metadata["swe"])
+        swe = SWETask.from_row(task.swe_row or {})
         _record(
             traj,
             await evaluate(swe, traj.patch, use_sandbox=sandbox, strict=strict),
