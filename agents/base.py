@@ -61,6 +61,7 @@ from orchestrator.exceptions import (
     TokenBudgetExceeded,
 )
 from orchestrator.llm import (
+    CallableClient,
     LLMClient,
     coerce_response,
 )
@@ -68,7 +69,7 @@ from orchestrator.sandbox.base import Sandbox
 from orchestrator.tasks import Task
 from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus, TrajectoryStep
 from tools.base import ToolContext, ToolResult
-from tools.registry import ToolRegistry
+from tools.registry import ToolRegistry, default_registry
 
 log = logging.getLogger(__name__)
 
@@ -396,7 +397,6 @@ class BaseAgent:
         ):
             run.note(trajectory)
             return run
-        from tools.registry import default_registry
 
         first = trajectory.steps[0].content if trajectory is not None and trajectory.steps else ""
         task = Task(
@@ -425,8 +425,6 @@ class BaseAgent:
     async def _run_standalone(
         self, prompt: Any, llm_generate_func: Any, request_id: str | None, **kwargs: Any
     ) -> Trajectory:
-        from orchestrator.llm import CallableClient
-        from tools.registry import default_registry
 
         task = Task.from_any(prompt if isinstance(prompt, (dict, str)) else {"prompt": prompt})
         if request_id is not None:

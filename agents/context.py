@@ -16,8 +16,9 @@ import json
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agents.config import ConfiguredAgent, Decision, ToolFormat
 from orchestrator import metrics
 from orchestrator.exceptions import AgentError, AgenticRolloutError, ConfigError, StepLimitExceeded
 from orchestrator.llm import LLMClient, LLMResponse, generate_with_retries
@@ -25,9 +26,6 @@ from orchestrator.tasks import Task
 from orchestrator.trajectory import StepType, Trajectory, TrajectoryStatus, TrajectoryStep
 from tools.base import ToolContext, ToolResult
 from tools.registry import ToolRegistry
-
-if TYPE_CHECKING:
-    from agents.config import ConfiguredAgent, Decision, ToolFormat
 
 
 class ModelReply(str):
@@ -257,8 +255,9 @@ def seed_prompt(task: Task) -> dict[str, Any]:
     prompt: dict[str, Any] = {"content": task.prompt_text(), "id": task.id}
     if isinstance(task.prompt, list):
         prompt["messages"] = [dict(m) for m in task.prompt]
-    if task.metadata:
-        prompt["metadata"] = dict(task.metadata)
+    metadata = task.json_metadata()  # as the previous versions handed it (an SWE row included)
+    if metadata:
+        prompt["metadata"] = metadata
     return prompt
 
 

@@ -5,8 +5,6 @@ Importing this package has no side effects: no logging setup, no Docker connecti
 client; LLM SDKs and backends are imported when used.
 """
 
-import typing as _typing
-
 from orchestrator.config import AgenticRolloutConfig, LLMSettings
 from orchestrator.exceptions import (
     AgenticRolloutError,
@@ -34,6 +32,7 @@ from orchestrator.llm import (
     RetryPolicy,
     ToolCall,
 )
+from orchestrator.runner import AgenticRollout, RunSummary
 from orchestrator.sandbox import (
     CommandResult,
     ExecResult,
@@ -54,26 +53,7 @@ from orchestrator.trajectory import (
     TrajectoryStep,
 )
 
-if _typing.TYPE_CHECKING:
-    from orchestrator.runner import AgenticRollout, RunSummary
-
 __version__ = "0.1.0"
-
-#: loaded on first use: the runner imports agents and tools, which import this package
-_LAZY = {"AgenticRollout": "orchestrator.runner", "RunSummary": "orchestrator.runner"}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
-
 
 __all__ = [
     "AgenticRollout",

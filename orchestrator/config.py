@@ -3,10 +3,11 @@
 * ``agent``: :class:`agents.config.AgentConfig` (turns, tokens per step, temperature, tool
   format, LLM retry policy, system prompt) - the one definition of those fields;
 * ``llm``: :class:`LLMSettings`;
-* ``sandbox``: the backend settings, checked against the discriminated union
-  :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) when the config is read;
-* ``tools`` / ``tools_config``: which tools, and their settings (built-in tools' settings are
-  checked when the config is read too);
+* ``sandbox``: the backend's typed settings, the discriminated union
+  :data:`orchestrator.sandbox.config.SandboxSettings` (by ``type``) validated when the config
+  is read; it also reads and serialises as the mapping that was given;
+* ``tools``: :class:`tools.registry.ToolsSettings`, which tools (``names``) and their settings
+  (``config``; built-in tools' settings are checked when the config is read too);
 * the run's own fields (concurrency, saving, timeouts, admission, retry of stored outcomes).
 
 The seed's flat names (``max_steps=8``, ``temperature``, ``tool_format`` ...) keep working, as
@@ -22,17 +23,29 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.admission import AdmissionSettings, merge_admission_defaults
 from orchestrator.agent_settings import AgentConfig
 from orchestrator.exceptions import ConfigError
-from orchestrator.sandbox.config import validate_sandbox
+from orchestrator.sandbox.config import AnySandboxSettings, sandbox_settings
 from orchestrator.trajectory import Outcome
 from orchestrator.validation import describe_errors, did_you_mean
+from tools.registry import ToolsSettings
 
 
 def _env_flag(name: str, default: bool) -> bool:
@@ -63,8 +76,6 @@ class AgenticRolloutConfig(BaseModel):
     agent_type: str = "react"
     #: the agent's loop settings; the seed's flat names (max_steps, temperature...) map here
     agent: AgentConfig = Field(default_factory=AgentConfig)
-    #: per-tool config overrides, e.g. {"bash": {"timeout": 30}}
-    tools_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
     #: tasks handed to the scheduler at a time (results are saved as each trajectory ends)
     batch_size: int = Field(32, ge=1)
     #: trajectories (and so sandboxes) alive at once
@@ -79,10 +90,15 @@ class AgenticRolloutConfig(BaseModel):
     trajectory_save_path: str | None = "./trajectories/trajectories.jsonl"
 
     # ---- additions
-    #: which tools (names) the agent gets; None: all registered (or the built-ins)
-    tools: list[str] | None = None
-    #: sandbox backend settings; {"type": "none"} runs without a sandbox
-    sandbox: dict[str, Any] = Field(default_factory=lambda: {"type": "docker"})
+    #: which tools the agent gets (``names``) and their settings (``config``); the seed's
+    #: ``tools_config`` and a list given as ``tools`` map here
+    tools: ToolsSettings = Field(default_factory=ToolsSettings)
+    #: sandbox backend settings, typed by ``type`` (docker, kubernetes, agent-sandbox, kodo,
+    #: local, none, or "package.module:ConfigClass"); {"type": "none"} runs without a sandbox.
+    #: Given as a mapping; reads as typed attributes and as that mapping (SandboxSettingsBase)
+    sandbox: AnySandboxSettings = Field(
+        default_factory=lambda: sandbox_settings({"type": "docker"})
+    )
     #: sandboxes kept started ahead of time per sandbox config (0: start each on demand); see
     #: orchestrator.sandbox.pool - a sandbox is still never reused across trajectories
     warm_pool: int = Field(0, ge=0)
@@ -105,13 +121,31 @@ class AgenticRolloutConfig(BaseModel):
     #: (infra_error, task_error, format_error, timeout, max_steps, truncated, completed)
     retry_outcomes: str | list[str] = "infra"
 
-    @field_validator("sandbox")
+    @field_validator("sandbox", mode="wrap")
     @classmethod
-    def _typed_sandbox(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # typed per backend now, not when the first trajectory starts (the dict is kept: tasks
-        # override keys of it)
-        validate_sandbox(value)
-        return value
+    def _typed_sandbox(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # typed per backend when the config is read, not when the first trajectory starts;
+        # sandbox_settings' ConfigError names the dotted path (pydantic's union errors would
+        # list every backend's)
+        return sandbox_settings(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``config.sandbox = {...}`` (as when it was a dict): typed like a loaded section
+        super().__setattr__(name, sandbox_settings(value) if name == "sandbox" else value)
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> AgenticRolloutConfig:
+        # pydantic's copy does not validate ``update``: a sandbox given there as a mapping (as
+        # when the section was a dict) is typed like a loaded one
+        if update and "sandbox" in update:
+            update = {**update, "sandbox": sandbox_settings(update["sandbox"])}
+        return super().model_copy(update=update, deep=deep)
+
+    @field_serializer("sandbox")
+    def _sandbox_as_given(self, value: AnySandboxSettings, info: SerializationInfo) -> Any:
+        # the mapping that was given, as before the section was typed (not every default)
+        return value.as_dict(mode="json" if info.mode_is_json() else "python")
 
     @field_validator("retry_outcomes")
     @classmethod
@@ -145,23 +179,12 @@ class AgenticRolloutConfig(BaseModel):
             data["save_trajectories"] = False
         return data
 
-    @model_validator(mode="after")
-    def _builtin_tool_settings(self) -> AgenticRolloutConfig:
-        # built-in tools' settings are typed: a typo fails here, with its path; tools registered
-        # by the user are checked when the rollout builds its registry. Imported here, not at
-        # the top: `orchestrator/__init__` imports this module, and `tools` imports
-        # `orchestrator.exceptions` (so runs `orchestrator/__init__`) before defining its names
-        from tools.registry import check_builtin_tools_config
-
-        check_builtin_tools_config(self.tools_config)
-        return self
-
     def preset(self, **changes: Any) -> AgenticRolloutConfig:
         """A copy with ``changes`` applied (flat seed names and dotted keys allowed), validated
         like a loaded config: how SWE, VERL and Harbor set their presets on a user's config."""
         data = self.model_dump()
         for key, value in changes.items():
-            set_dotted(data, SEED_FIELDS.get(key, key), value)
+            set_dotted(data, config_key(key, value), value)
         try:
             return type(self).model_validate(data)
         except ValidationError as exc:
@@ -194,7 +217,7 @@ class AgenticRolloutConfig(BaseModel):
         data = nest_seed_fields(data)  # so an override of either spelling replaces it
         for key, value in overrides.items():
             if value is not None:
-                set_dotted(data, SEED_FIELDS.get(key, key), value)
+                set_dotted(data, config_key(key, value), value)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -210,23 +233,34 @@ class AgenticRolloutConfig(BaseModel):
 
     @property
     def uses_sandbox(self) -> bool:
-        return str(self.sandbox.get("type", "docker")) != "none"
+        return self.sandbox.type != "none"
 
 
 #: THE compatibility mapping: the seed's flat field names -> where they live now. Accepted as
 #: constructor / YAML / ``--set`` keys and readable and writable as attributes.
 SEED_FIELDS: dict[str, str] = {
-    name: f"agent.{name}"
-    for name in (
-        "max_steps",
-        "max_tokens_per_step",
-        "temperature",
-        "max_consecutive_format_errors",
-        "system_prompt",
-        "tool_format",
-        "retry",
-    )
+    **{
+        name: f"agent.{name}"
+        for name in (
+            "max_steps",
+            "max_tokens_per_step",
+            "temperature",
+            "max_consecutive_format_errors",
+            "system_prompt",
+            "tool_format",
+            "retry",
+        )
+    },
+    "tools_config": "tools.config",
 }
+
+
+def config_key(key: str, value: Any) -> str:
+    """Where a key given to ``load``/``preset`` goes: a seed name to its section, and ``tools``
+    given as a list of names (as before the section) to ``tools.names``."""
+    if key == "tools" and (value is None or isinstance(value, (list, tuple))):
+        return "tools.names"
+    return SEED_FIELDS.get(key, key)
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -244,6 +278,9 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 def nest_seed_fields(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` with the seed's flat names moved to their sections; a setting given both ways
     is refused rather than one silently winning."""
+    tools = data.get("tools")
+    if (tools is None and "tools" in data) or isinstance(tools, (list, tuple)):
+        data = {**data, "tools": {"names": tools}}  # the list form, before its settings join it
     if not any(key in SEED_FIELDS for key in data):
         return data
     out = {k: v for k, v in data.items() if k not in SEED_FIELDS}

@@ -13,7 +13,7 @@ from orchestrator.config import AgenticRolloutConfig
 from orchestrator.llm import LLMClient, LLMResponse, make_client
 from orchestrator.tasks import Task
 from orchestrator.trajectory import Trajectory
-from tools.registry import ToolRegistry
+from tools.registry import ToolRegistry, default_registry
 
 
 def outcomes_table(trajectories: Sequence[Trajectory], tasks: Sequence[Task]) -> Table:
@@ -163,9 +163,8 @@ class StrictJsonClient:
 
 def demo_client(config: AgenticRolloutConfig) -> StrictJsonClient:
     """The demo's model client: the configured llama.cpp endpoint under the strict schema."""
-    from tools.registry import default_registry
 
     s = config.llm
     inner = make_client(s.provider, s.model, base_url=s.base_url, api_key=s.api_key)
-    tools = default_registry().fork(config.tools_config, only=config.tools)
+    tools = default_registry().fork(config.tools.config, only=config.tools.names)
     return StrictJsonClient(inner, tools, patterns={"expression": EXPRESSION_PATTERN})

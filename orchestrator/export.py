@@ -31,6 +31,8 @@ from typing import Any
 from orchestrator.exceptions import ConfigError
 from orchestrator.exceptions import FilterError as FilterError  # noqa: PLC0414 - defined here before
 from orchestrator.trajectory import Trajectory
+from orchestrator.viewer import load_run
+from tools.registry import default_registry
 
 FORMATS = ("messages", "sharegpt", "parquet")
 
@@ -266,7 +268,6 @@ def _tools(traj: Trajectory) -> list[dict[str, Any]]:
     tools = traj.metadata.get("tools")
     if isinstance(tools, list):
         return list(tools)
-    from tools.registry import default_registry
 
     registry = default_registry()
     used = sorted(
@@ -354,7 +355,6 @@ def export(
     source: str | Path, output: str | Path, *, fmt: str = "messages", where: str | None = None
 ) -> ExportResult:
     """Write the trajectories of ``source`` (a run folder or JSONL) matching ``where``."""
-    from orchestrator.viewer import load_run
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")

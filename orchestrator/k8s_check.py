@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from orchestrator.sandbox.kubernetes import KubernetesSandbox, KubernetesSandboxConfig
+from orchestrator.exceptions import SandboxStartError
+from orchestrator.sandbox.kubernetes import (
+    KubernetesSandbox,
+    KubernetesSandboxConfig,
+    api_client,
+    api_pool,
+)
 
 #: (verb, resource, subresource) the orchestrator needs in its namespace
 NEEDED = [
@@ -113,8 +119,6 @@ class Checker:
         import kubernetes
         from kubernetes import client
 
-        from orchestrator.sandbox.kubernetes import api_client, api_pool
-
         def get() -> dict[str, Any]:
             api = api_client(self.config)
             try:
@@ -134,8 +138,6 @@ class Checker:
 
     async def can_i(self, verbs: list[tuple[str, str, str]], want: bool) -> dict[str, bool]:
         from kubernetes import client
-
-        from orchestrator.sandbox.kubernetes import api_client, api_pool
 
         def review() -> dict[str, bool]:
             api = api_client(self.config)
@@ -248,7 +250,6 @@ class Checker:
         return found
 
     async def ttl(self) -> str:
-        from orchestrator.exceptions import SandboxStartError
 
         cfg = self.config.model_copy(update={"ttl": self.args.ttl, "heartbeat_interval": 0})
         sb = cfg.build()

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from orchestrator.admission import controllers
 from orchestrator.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,6 @@ class _AdmissionCollector:
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
-
-        from orchestrator.admission import controllers
 
         live = GaugeMetricFamily(
             "agentic_sandboxes_live", "Sandboxes admitted and not closed", labels=["backend"]

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, PreflightError
+from orchestrator.sandbox.config import validate_sandbox
+from orchestrator.sandbox.docker import daemon_url, docker_api
 from orchestrator.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,6 @@ def sandbox_settings(base: dict[str, Any], tasks: Sequence[Task]) -> list[dict[s
 
 
 def check_sandboxes(base: dict[str, Any], tasks: Sequence[Task]) -> list[str]:
-    from orchestrator.sandbox.config import validate_sandbox
 
     problems: list[str] = []
     images: dict[tuple[str | None, str], None] = {}
@@ -61,8 +62,6 @@ def check_sandboxes(base: dict[str, Any], tasks: Sequence[Task]) -> list[str]:
 def docker_image_problem(image: str, docker_host: str | None) -> str | None:
     """None if ``image`` exists on the engine, else what is wrong (blocking)."""
     import docker.errors
-
-    from orchestrator.sandbox.docker import daemon_url, docker_api
 
     url = daemon_url(docker_host)
     try:

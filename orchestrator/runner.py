@@ -25,14 +25,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import make_agent
 from agents.base import BaseAgent
+from agents.registry import make_agent
 from orchestrator import admission, metrics
 from orchestrator.config import AgenticRolloutConfig, resolve_retry
 from orchestrator.exceptions import AgenticRolloutError, ConfigError, TaskError
 from orchestrator.llm import CallableClient, LLMClient, make_client
+from orchestrator.preflight import check_agent, run_preflight
 from orchestrator.sandbox import sandbox_config
-from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.base import ManagedSandboxConfig, Sandbox
+from orchestrator.sandbox.docker import DockerSandboxConfig
+from orchestrator.sandbox.gc import reap_docker, reap_kubernetes
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 from orchestrator.sandbox.pool import WarmPool
 from orchestrator.store import StoreError, TrajectoryStore
 from orchestrator.tasks import Task
@@ -162,13 +166,16 @@ class AgenticRollout:
         self.tokenizer = tokenizer
         #: labels this run's sandboxes (``agentic-rollout gc --run RUN_ID``); the sandbox
         #: config's own run_id if it sets one
-        self.run_id = str(self.config.sandbox.get("run_id") or uuid.uuid4().hex[:12])
+        settings = self.config.sandbox
+        self.run_id = uuid.uuid4().hex[:12]
+        if isinstance(settings, ManagedSandboxConfig) and "run_id" in settings.model_fields_set:
+            self.run_id = settings.run_id
         self._agent = agent or make_agent(self.config.agent_type, self.config.agent_config())
         base = tools
         if base is None:
             global_registry = get_global_tool_registry()
             base = global_registry if len(global_registry) else default_registry()
-        unknown = sorted(set(self.config.tools or []) - set(base.names()))
+        unknown = sorted(set(self.config.tools.names or []) - set(base.names()))
         if unknown:
             raise ConfigError(
                 f"config.tools names unknown tools: {', '.join(unknown)}"
@@ -176,7 +183,7 @@ class AgenticRollout:
             )
         self.tools = base
         # a typo in tools_config (or a bad value) fails here, once, not in every trajectory
-        base.fork(self.config.tools_config, only=self.config.tools)
+        base.fork(self.config.tools.config, only=self.config.tools.names)
         self.reward_fn = reward_fn
         #: also reward trajectories that ended in max_steps/error (SWE: the patch still counts)
         self.reward_all = reward_all
@@ -364,11 +371,10 @@ class AgenticRollout:
     async def preflight(self, tasks: Iterable[Task | dict[str, Any] | str] = ()) -> None:
         """Check the setup for these tasks (see :mod:`orchestrator.preflight`); raises
         :class:`~orchestrator.exceptions.PreflightError` listing every problem."""
-        from orchestrator.preflight import run_preflight
 
         items = [Task.from_any(t) for t in tasks]
         await run_preflight(
-            sandbox=self.config.sandbox if self.config.uses_sandbox else None,
+            sandbox=self.config.sandbox.as_dict() if self.config.uses_sandbox else None,
             tasks=items,
             agent=self._agent,
             llm=self.llm,
@@ -379,22 +385,14 @@ class AgenticRollout:
     async def remove_sandboxes(self) -> int:
         """Remove every Docker container (Kubernetes pod) labelled with this run's id, after
         an interruption: a sandbox being torn down when the signal came may not have closed."""
-        kind = str(self.config.sandbox.get("type", "docker"))
+        settings = self.config.sandbox
         try:
-            if kind == "docker":
-                from orchestrator.sandbox.gc import reap_docker
-
+            if isinstance(settings, DockerSandboxConfig):
                 reaped: list[Any] = await asyncio.to_thread(
-                    reap_docker,
-                    docker_host=self.config.sandbox.get("docker_host"),
-                    run_id=self.run_id,
+                    reap_docker, docker_host=settings.docker_host, run_id=self.run_id
                 )
-            elif kind == "kubernetes":
-                from orchestrator.sandbox.gc import reap_kubernetes
-                from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
-
-                k8s = KubernetesSandboxConfig.model_validate(self.config.sandbox)
-                reaped = await asyncio.to_thread(reap_kubernetes, k8s, run_id=self.run_id)
+            elif isinstance(settings, KubernetesSandboxConfig):
+                reaped = await asyncio.to_thread(reap_kubernetes, settings, run_id=self.run_id)
             else:
                 return 0
         except Exception as exc:  # the engine may be what failed: say so, do not mask the cause
@@ -421,8 +419,6 @@ class AgenticRollout:
         task = Task.from_any(task)
         client = llm or self.llm
         if not self._agent_checked:
-            from orchestrator.preflight import check_agent
-
             problems = check_agent(self._agent, client)
             if problems:
                 raise ConfigError(problems[0])
@@ -602,8 +598,8 @@ class AgenticRollout:
     ) -> None:
         if "group" in task.metadata:
             traj.metadata["group"] = dict(task.metadata["group"])
-        only = self.config.tools
-        tools = self.tools.fork(self.config.tools_config, only=only)
+        only = self.config.tools.names
+        tools = self.tools.fork(self.config.tools.config, only=only)
         if not self.config.uses_sandbox:
             await self._agent.run(task, llm, tools, None, trajectory=traj)
             if self.after_agent is not None:
@@ -632,7 +628,7 @@ class AgenticRollout:
                 await self.after_agent(task, traj, sandbox)
 
     def _sandbox_values(self, task: Task | None) -> dict[str, Any]:
-        values = {**self.config.sandbox, **(task.sandbox if task is not None else {})}
+        values = {**self.config.sandbox.as_dict(), **(task.sandbox if task is not None else {})}
         if values.get("type", "docker") in ("docker", "kubernetes"):
             values.setdefault("run_id", self.run_id)
         return values

@@ -15,12 +15,13 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from orchestrator.datasets import is_dataset_path, load_rows
 from orchestrator.exceptions import TaskError
+from orchestrator.metadata import TypedMetadataModel
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ def content_id(values: dict[str, Any]) -> str:
     return "task-" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
 
 
-class Task(BaseModel):
+class Task(TypedMetadataModel):
     model_config = ConfigDict(extra="allow")
+    #: typed fields that the JSON keeps inside ``metadata`` (see orchestrator/metadata.py)
+    TYPED_METADATA: ClassVar[dict[str, str]] = {"swe_row": "swe"}
 
     id: str
     #: the user request, as text or as chat messages
@@ -48,7 +51,11 @@ class Task(BaseModel):
     setup: list[str] = Field(default_factory=list)
     #: expected answer: reward 1.0 when the final answer contains it (exact-match style tasks)
     answer: str | None = None
+    #: the user's own data (a :class:`~orchestrator.metadata.TypedMetadata` without swe_row)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: the SWE-bench row of an SWE task (set by :meth:`orchestrator.swe.task.SWETask.to_task`;
+    #: ``metadata.swe`` in the JSON, as the previous versions wrote it), else None
+    swe_row: dict[str, Any] | None = None
     #: True when the id was derived from the content (no id given)
     _content_id: bool = PrivateAttr(default=False)
 
@@ -57,14 +64,8 @@ class Task(BaseModel):
         return self._content_id
 
     @property
-    def swe_row(self) -> dict[str, Any] | None:
-        """The SWE-bench row of an SWE task (``metadata["swe"]``, set by
-        :meth:`orchestrator.swe.task.SWETask.to_task`), else None: the task kind, typed."""
-        row = self.metadata.get("swe")
-        return row if isinstance(row, dict) else None
-
-    @property
     def kind(self) -> Literal["swe", "plain"]:
+        """What kind of task it is, from the typed fields (``swe`` when it has an SWE row)."""
         return "swe" if self.swe_row is not None else "plain"
 
     @classmethod

@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import time
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.exceptions import ConfigError
+from orchestrator.metadata import TypedMetadataModel
 
 #: 2 added ``outcome`` and ``attempt``; version-1 lines still load (the outcome is inferred)
 SCHEMA_VERSION = 2
@@ -114,7 +117,9 @@ class TrajectoryError(BaseModel):
     at: float = Field(default_factory=time.time)
 
 
-#: metadata keys our modules write, with their writer: the rest of ``metadata`` is the user's
+#: metadata keys our modules write, with their writer: the rest of ``metadata`` is the user's.
+#: Those marked typed are fields of their own (``metadata`` reads them through; the JSON keeps
+#: them in ``metadata``: orchestrator/metadata.py)
 RESERVED_METADATA: dict[str, str] = {
     "patch": "agents.coding (typed: Trajectory.patch)",
     "patch_error": "agents.coding",
@@ -133,14 +138,15 @@ RESERVED_METADATA: dict[str, str] = {
 }
 
 
-def _set(metadata: dict[str, Any], key: str, value: Any) -> None:
-    if value is None:
-        metadata.pop(key, None)
-    else:
-        metadata[key] = value
+class Trajectory(TypedMetadataModel):
+    #: typed fields that the JSON keeps inside ``metadata``, where the previous versions wrote
+    #: them: field name -> key in the JSON's ``metadata``
+    TYPED_METADATA: ClassVar[dict[str, str]] = {
+        "patch": "patch",
+        "token_ledger": "tokens",
+        "save_error": "save_error",
+    }
 
-
-class Trajectory(BaseModel):
     schema_version: int = SCHEMA_VERSION
     request_id: str
     agent_type: str = ""
@@ -162,44 +168,17 @@ class Trajectory(BaseModel):
     outcome: Outcome | None = None
     #: 1 for the first run of this request id; a retry of an infrastructure failure adds one
     attempt: int = Field(1, ge=1)
-    #: the user's own data, plus the keys of :data:`RESERVED_METADATA` that our modules write
-    #: (read and write those through the typed properties below)
+    #: the user's own data (and the untyped keys of :data:`RESERVED_METADATA` that our
+    #: modules write); a :class:`~orchestrator.metadata.TypedMetadata`: the typed fields
+    #: below are not stored in it
     metadata: dict[str, Any] = Field(default_factory=dict)
-
-    # ---- typed access to what the orchestrator keeps in metadata (the JSON keeps the keys
-    # where the previous versions wrote them, so old files and their readers keep working)
-
-    @property
-    def patch(self) -> str | None:
-        """The diff the coding agent submitted (SWE grading reads it)."""
-        value = self.metadata.get("patch")
-        return value if isinstance(value, str) else None
-
-    @patch.setter
-    def patch(self, value: str | None) -> None:
-        _set(self.metadata, "patch", value)
-
-    @property
-    def token_ledger(self) -> dict[str, Any] | None:
-        """VERL: the exact token ids, masks and log-probs of the conversation
-        (:class:`orchestrator.tokens.TokenLedger` as a dict)."""
-        value = self.metadata.get("tokens")
-        return value if isinstance(value, dict) else None
-
-    @token_ledger.setter
-    def token_ledger(self, value: dict[str, Any] | None) -> None:
-        _set(self.metadata, "tokens", value)
-
-    @property
-    def save_error(self) -> str | None:
-        """Why the store could not write this trajectory (the CLI exits 2 on it)."""
-        value = self.metadata.get("save_error")
-        return None if value is None else str(value)
-
-    @save_error.setter
-    def save_error(self, value: str | None) -> None:
-        _set(self.metadata, "save_error", value)
-
+    #: the diff the coding agent submitted (SWE grading reads it)
+    patch: str | None = None
+    #: VERL: the exact token ids, masks and log-probs of the conversation
+    #: (:class:`orchestrator.tokens.TokenLedger` as a dict)
+    token_ledger: dict[str, Any] | None = None
+    #: why the store could not write this trajectory (the CLI exits 2 on it)
+    save_error: str | None = None
     # ---- building
 
     def add_step(self, step: TrajectoryStep) -> TrajectoryStep:
@@ -266,8 +245,6 @@ class Trajectory(BaseModel):
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:
         version = data.get("schema_version", SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
-            from orchestrator.exceptions import ConfigError
-
             raise ConfigError(
                 f"trajectory {data.get('request_id')!r} has schema version {version}; this "
                 f"agentic-rollout reads up to {SCHEMA_VERSION}: upgrade to read it"

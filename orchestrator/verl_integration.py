@@ -41,6 +41,7 @@ from agents.base import jsonable
 from orchestrator.config import SEED_FIELDS, AgenticRolloutConfig
 from orchestrator.exceptions import ConfigError, TokenizationError
 from orchestrator.groups import GroupMember, SnapshotGroups
+from orchestrator.runner import AgenticRollout, answer_reward, run_task_setup, start_cancel_safe
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.fork import Snapshot
 from orchestrator.store import TrajectoryStore
@@ -273,12 +274,12 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
             raise ConfigError(f"reward must be 'auto', 'verl' or 'module:function', got {spec!r}")
         if task.kind == "swe":
             sandbox = {
-                k: v for k, v in self.run_config.sandbox.items() if k not in ("image", "workdir")
+                k: v
+                for k, v in self.run_config.sandbox.as_dict().items()
+                if k not in ("image", "workdir")
             }
             return make_swe_reward(sandbox), True
         if task.answer is not None:
-            from orchestrator.runner import answer_reward
-
             return answer_reward, True  # a truncated or failed sample scores 0, not None
         return None, False
 
@@ -295,7 +296,6 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         )
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
-        from orchestrator.runner import AgenticRollout
 
         t0 = time.perf_counter()
         client: TokenLLMClient | None = None
@@ -358,7 +358,6 @@ class AgenticSandboxAgentLoop(AgentLoopBase):
         values = {**self.run_config.sandbox, **task.sandbox}
 
         async def prepare() -> Snapshot:
-            from orchestrator.runner import run_task_setup, start_cancel_safe
 
             parent = await start_cancel_safe(sandbox_config(values).build())
             async with parent:

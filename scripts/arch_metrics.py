@@ -95,7 +95,13 @@ def longest_functions(n: int = 5) -> list[tuple[int, str]]:
 
 #: the pydantic models that describe one run's configuration (read from the source by name, so
 #: the figure compares versions whose modules differ)
-CONFIG_MODELS = ("AgenticRolloutConfig", "LLMSettings", "AgentConfig", "VerlLoopSettings")
+CONFIG_MODELS = (
+    "AgenticRolloutConfig",
+    "LLMSettings",
+    "AgentConfig",
+    "ToolsSettings",
+    "VerlLoopSettings",
+)
 
 
 def config_field_definitions() -> Counter[str]:

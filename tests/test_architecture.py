@@ -16,6 +16,7 @@ import pytest
 from orchestrator import exceptions
 from orchestrator.cli import main
 from orchestrator.store import read_trajectories
+from orchestrator.tasks import Task
 from orchestrator.trajectory import RESERVED_METADATA, Trajectory
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,11 +65,39 @@ def test_every_metadata_key_our_modules_write_is_reserved_and_documented() -> No
                 written.setdefault(key[0] or key[1], set()).add(str(path.relative_to(ROOT)))
     assert written, "the scan found the writers"
     assert set(written) <= set(RESERVED_METADATA), written
+
+
+def test_typed_trajectory_fields_leave_metadata_to_the_user() -> None:
+    """patch, token ledger and save error are typed fields: in memory ``metadata`` holds the
+    user's keys only; the JSON keeps them inside ``metadata`` where the previous versions wrote
+    them (so old readers and old files work). Documented behaviour for a reserved key written
+    through ``metadata``: it reads and writes the typed field, never the user's dict; given
+    both ways at once, the trajectory is refused."""
     traj = Trajectory(request_id="t")
+    traj.metadata["run_id"] = "r"  # the runner's, before the agent runs
     traj.patch, traj.token_ledger, traj.save_error = "d", {"prompt_ids": [1]}, "disk full"
-    assert traj.metadata == {"patch": "d", "tokens": {"prompt_ids": [1]}, "save_error": "disk full"}
+    traj.metadata["user_key"] = 1
+    assert dict(traj.metadata) == {"run_id": "r", "user_key": 1} and len(traj.metadata) == 2
+    stored = json.loads(traj.to_json())
+    assert list(stored["metadata"]) == ["run_id", "patch", "tokens", "save_error", "user_key"]
+    assert not {"patch", "token_ledger", "save_error"} & set(stored)  # not top-level keys
+    again = Trajectory.from_dict(stored)
+    assert (again.patch, again.token_ledger, again.save_error) == (
+        "d",
+        {"prompt_ids": [1]},
+        "disk full",
+    )
+    assert dict(again.metadata) == {"run_id": "r", "user_key": 1}
+    assert again.to_json() == traj.to_json()  # byte for byte
+    # a reserved key through metadata is the typed field
+    traj.metadata["patch"] = "e"
+    assert traj.patch == "e" and traj.metadata["patch"] == "e" and "patch" in traj.metadata
+    assert dict(traj.metadata) == {"run_id": "r", "user_key": 1}
     traj.patch = None
-    assert "patch" not in traj.metadata
+    assert "patch" not in traj.metadata and traj.metadata.get("patch") is None
+    assert Trajectory(request_id="u", metadata={"tokens": {"a": 1}}).token_ledger == {"a": 1}
+    with pytest.raises(ValueError, match=r"metadata\.patch and patch are the same field"):
+        Trajectory(request_id="u", patch="a", metadata={"patch": "b"})
 
 
 def _documented_tree() -> dict[str, str]:
@@ -125,3 +154,79 @@ def test_bench_is_not_installed_and_the_cli_loads_it_from_the_checkout(
     monkeypatch.setattr(bench, "REPO_ROOT", tmp_path)  # an installed copy: no checkout around
     with pytest.raises(exceptions.AgenticRolloutError, match="need a source checkout"):
         bench.load("rpc")
+
+
+#: what a program may import first; each runs the package ``orchestrator``'s ``__init__`` (which
+#: re-exports the runner) at a different point of its own import
+ENTRY_POINTS = (
+    "orchestrator",
+    "tools",
+    "agents",
+    "tools.editor",
+    "agents.formats",
+    "orchestrator.cli",
+)
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+def test_any_package_imports_first_with_an_eager_public_api_and_no_side_effects(
+    entry: str,
+) -> None:
+    """No import cycle is dodged with a lazy import: ``orchestrator`` exports the runner eagerly
+    whichever package a program imports first, and importing creates no client, thread or
+    logging handler and imports no SDK (those load when used)."""
+    code = f"""
+import json, logging, sys, threading
+import {entry}
+import orchestrator
+print(json.dumps({{
+    "getattr": hasattr(orchestrator, "__getattr__"),
+    "runner": orchestrator.AgenticRollout.__module__,
+    "sdks": sorted(m for m in ("docker", "kubernetes", "openai", "anthropic", "prometheus_client",
+                               "verl", "torch") if m in sys.modules),
+    "threads": threading.active_count(),
+    "handlers": len(logging.getLogger().handlers),
+}}))
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.splitlines()[-1])
+    assert found == {
+        "getattr": False,
+        "runner": "orchestrator.runner",
+        "sdks": [],
+        "threads": 1,
+        "handlers": 0,
+    }
+
+
+def test_the_module_graph_has_no_import_cycle_not_even_for_annotations() -> None:
+    """Every import statement counts: those inside functions and under ``TYPE_CHECKING`` too (a
+    type-only loop is still two modules that cannot be read or moved apart)."""
+    import grimp
+
+    graph = grimp.build_graph("orchestrator", "agents", "tools", include_external_packages=False)
+    loops = sorted(
+        f"{importer} -> {imported} -> ... -> {importer}"
+        for importer in graph.modules
+        for imported in graph.find_modules_directly_imported_by(importer)
+        if imported != importer and graph.chain_exists(importer=imported, imported=importer)
+    )
+    assert loops == []
+
+
+def test_the_task_kind_is_a_typed_field_and_the_task_json_is_unchanged() -> None:
+    row = {"instance_id": "x__y-1", "repo": "x/y"}
+    task = Task.from_any({"prompt": "fix it", "metadata": {"a": 1, "swe": row, "b": 2}})
+    assert task.swe_row == row and task.kind == "swe" and dict(task.metadata) == {"a": 1, "b": 2}
+    dumped = task.model_dump(mode="json")
+    assert list(dumped["metadata"]) == ["a", "swe", "b"] and "swe_row" not in dumped
+    assert task.id == "task-7236a8d828bb"  # the content id of the previous version
+    assert Task.from_any("q").kind == "plain" and Task.from_any("q").swe_row is None

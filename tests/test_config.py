@@ -3,6 +3,7 @@ every typo refused when the config is read - with its dotted path and a did-you-
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -101,3 +102,71 @@ def test_the_swe_preset_is_set_on_the_users_config() -> None:
     )
     with pytest.raises(ConfigError, match="max_stepz: unknown key"):
         swe_config(base, max_stepz=2)
+
+
+def test_the_sandbox_section_is_typed_by_its_type_and_reads_as_given(tmp_path: Path) -> None:
+    from orchestrator.sandbox.config import CustomSandboxSettings
+    from orchestrator.sandbox.docker import DockerSandboxConfig
+    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("sandbox:\n  type: kubernetes\n  namespace: ns1\n  ttl: 60\n")
+    config = AgenticRolloutConfig.load(path)
+    sandbox = config.sandbox
+    assert isinstance(sandbox, KubernetesSandboxConfig)  # typed when read, not when started
+    assert (sandbox.namespace, sandbox.ttl, sandbox.startup_timeout) == ("ns1", 60.0, 300.0)
+    given = {"type": "kubernetes", "namespace": "ns1", "ttl": 60.0}
+    # the previous version's dict reads keep working, and serialising gives the same keys
+    assert sandbox == given and dict(sandbox) == given and {**sandbox} == given
+    assert sandbox["namespace"] == "ns1" and sandbox.get("run_id") is None and "ttl" in sandbox
+    assert config.model_dump()["sandbox"] == given
+    assert json.loads(config.model_dump_json())["sandbox"] == given
+    # a preset edits a key of it, and the result is typed again
+    moved = config.preset(**{"sandbox.namespace": "ns2"})
+    assert isinstance(moved.sandbox, KubernetesSandboxConfig) and moved.sandbox.namespace == "ns2"
+    # a mapping given by copy or assignment, as when the section was a dict, is typed too
+    copied = config.model_copy(update={"sandbox": {**config.sandbox, "ttl": 5}})
+    assert isinstance(copied.sandbox, KubernetesSandboxConfig) and copied.sandbox.ttl == 5.0
+    copied.sandbox = {"type": "none"}
+    assert not copied.uses_sandbox and copied.model_dump()["sandbox"] == {"type": "none"}
+    with pytest.raises(ConfigError, match=r"sandbox.imagee: unknown key; did you mean 'image'"):
+        copied.sandbox = {"type": "docker", "imagee": "x"}
+    default = AgenticRolloutConfig()
+    assert isinstance(default.sandbox, DockerSandboxConfig) and default.sandbox == {
+        "type": "docker"
+    }
+    assert default.uses_sandbox and not AgenticRolloutConfig(sandbox={"type": "none"}).uses_sandbox
+    # a backend given by import path: its keys kept, checked by its own class when read
+    custom = AgenticRolloutConfig(
+        sandbox={"type": "orchestrator.sandbox.local:LocalSandboxConfig", "python": "python3"}
+    )
+    assert isinstance(custom.sandbox, CustomSandboxSettings) and custom.sandbox.python == "python3"
+    with pytest.raises(ConfigError, match="unknown key; did you mean 'python'"):
+        AgenticRolloutConfig.load(
+            None, sandbox={"type": "orchestrator.sandbox.local:LocalSandboxConfig", "pyton": "x"}
+        )
+
+
+def test_tools_are_their_own_section_and_the_flat_spellings_map_onto_it(tmp_path: Path) -> None:
+    from tools.registry import ToolsSettings
+
+    flat = AgenticRolloutConfig(tools=["bash"], tools_config={"bash": {"timeout": 30}})
+    path = tmp_path / "c.yaml"
+    path.write_text("tools:\n  names: [bash]\n  config:\n    bash:\n      timeout: 30\n")
+    nested = AgenticRolloutConfig.load(path)
+    assert (
+        flat.tools
+        == nested.tools
+        == ToolsSettings(names=["bash"], config={"bash": {"timeout": 30}})
+    )
+    assert flat.tools == ["bash"] and flat.tools_config == {"bash": {"timeout": 30}}  # seed reads
+    assert flat.model_dump()["tools"] == {"names": ["bash"], "config": {"bash": {"timeout": 30}}}
+    assert AgenticRolloutConfig().tools.names is None  # None: every registered tool
+    # the list form and the seed name through load/preset overrides, in any order
+    loaded = AgenticRolloutConfig.load(
+        None, tools_config={"submit": {"mode": "auto"}}, tools=["submit"]
+    )
+    assert loaded.tools == ToolsSettings(names=["submit"], config={"submit": {"mode": "auto"}})
+    assert loaded.preset(tools=["bash", "submit"]).tools.config == {"submit": {"mode": "auto"}}
+    with pytest.raises(ConfigError, match=r"tools.nams: unknown key; did you mean 'names'"):
+        AgenticRolloutConfig.load(None, **{"tools.nams": ["bash"]})

@@ -4,6 +4,10 @@ Tools are composed on the host from the sandbox's RPC primitives, so changing a 
 touches an image. Importing this package registers nothing; ``register_tool`` does, explicitly.
 """
 
+# This import comes first on purpose: see ``agents/__init__.py`` (Python initialises the package
+# ``orchestrator``, whose ``__init__`` re-exports the runner, before any ``orchestrator.*``
+# module; loading it before any submodule of ``tools`` means none is seen half-initialised).
+import orchestrator.exceptions  # noqa: F401  (isort keeps ``import`` lines before ``from`` lines)
 from tools.base import (
     AgenticBaseTool,
     ToolConfig,

@@ -27,15 +27,13 @@ import copy
 import posixpath
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from orchestrator.exceptions import RemoteError
+from orchestrator.sandbox.base import FileStat
 from tools.base import AgenticBaseTool, ToolConfig, ToolContext, ToolError, ToolResult
-
-if TYPE_CHECKING:
-    from orchestrator.sandbox.base import FileStat
 
 SNIPPET_LINES = 4
 MAX_RESPONSE_LEN = 16000

@@ -11,11 +11,16 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from orchestrator.exceptions import ConfigError
 from orchestrator.validation import describe_errors
 from tools.base import AgenticBaseTool, ToolContext, ToolResult
+from tools.bash import BashExecutorTool
+from tools.calculator import CalculatorTool
+from tools.editor import FileEditorTool
+from tools.search import SearchTool
+from tools.submit import SubmitTool
 
 ToolSpec = tuple[type[AgenticBaseTool], dict[str, Any]]
 
@@ -160,14 +165,43 @@ def default_registry(**configs: dict[str, Any]) -> ToolRegistry:
 
 def builtin_tool_classes() -> dict[str, type[AgenticBaseTool]]:
     """The built-in tools by name (imported here, not at module import)."""
-    from tools.bash import BashExecutorTool
-    from tools.calculator import CalculatorTool
-    from tools.editor import FileEditorTool
-    from tools.search import SearchTool
-    from tools.submit import SubmitTool
 
     classes = (BashExecutorTool, FileEditorTool, SearchTool, CalculatorTool, SubmitTool)
     return {cls.name: cls for cls in classes}
+
+
+class ToolsSettings(BaseModel):
+    """The ``tools`` section of a run config: which tools the agent gets and their settings.
+
+    Given flat as in the seed too: ``tools=["bash", ...]`` sets ``names`` and
+    ``tools_config={...}`` sets ``config`` (``orchestrator.config.SEED_FIELDS``). Compares equal
+    to the list of its names (``config.tools == ["bash"]``), as when it was that list.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: which tools (names) the agent gets; None: all registered (or the built-ins)
+    names: list[str] | None = None
+    #: per-tool settings, e.g. {"bash": {"timeout": 30}}; built-in tools' are checked when the
+    #: config is read, tools registered by the user when the rollout builds its registry
+    config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _names_as_a_list(cls, data: Any) -> Any:
+        return {"names": data} if data is None or isinstance(data, (list, tuple)) else data
+
+    @model_validator(mode="after")
+    def _builtin_settings_typed(self) -> ToolsSettings:
+        check_builtin_tools_config(self.config)
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple)):
+            return self.names is not None and self.names == list(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as any pydantic model
 
 
 def check_builtin_tools_config(tools_config: dict[str, dict[str, Any]]) -> None:

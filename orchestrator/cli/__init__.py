@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator import __version__
 from orchestrator.cli import (
     bench,
     build_images,
@@ -32,6 +33,7 @@ from orchestrator.cli import (
     view,
 )
 from orchestrator.cli.common import SIGNALS, Interrupted, install_signal_handlers
+from orchestrator.config import configure_logging
 from orchestrator.exceptions import AgenticRolloutError
 
 #: the subcommands in the order ``--help`` lists them: name -> ``add_parser(sub)``
@@ -52,7 +54,6 @@ COMMANDS: dict[str, Callable[[Any], None]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from orchestrator import __version__
 
     parser = argparse.ArgumentParser(
         prog="agentic-rollout", description="LLM agent rollouts with one sandbox per trajectory."
@@ -66,7 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from orchestrator.config import configure_logging
 
     previous = {sig: signal.getsignal(sig) for sig in SIGNALS}
     install_signal_handlers()

@@ -16,8 +16,11 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar, get_args
 
+from orchestrator import metrics
 from orchestrator.agent_settings import ToolFormatName
+from orchestrator.config import AgenticRolloutConfig, resolve_retry
 from orchestrator.exceptions import AgenticRolloutError
+from orchestrator.tasks import Task, load_tasks
 
 #: the source checkout (examples/, sandbox_images/, bench/ live there, not in the wheel)
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -101,7 +104,6 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def rollout_config(args: argparse.Namespace) -> Any:
-    from orchestrator.config import AgenticRolloutConfig
 
     overrides: dict[str, Any] = parse_sets(args.set or [])
     flag_map = {
@@ -131,7 +133,6 @@ def rollout_config(args: argparse.Namespace) -> Any:
 
 
 def load_run_tasks(args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
-    from orchestrator.tasks import Task, load_tasks
 
     if args.prompt:
         # without --id the id comes from the prompt: another prompt is another trajectory
@@ -147,8 +148,6 @@ async def run_with_progress(rollout: Any, tasks: list[Any], show_progress: bool)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from orchestrator.config import resolve_retry
 
     console = Console(stderr=True)
     counts = {"running": 0, "failed": 0, "tool_calls": 0}
@@ -327,7 +326,6 @@ def serve_metrics(args: argparse.Namespace) -> None:
     """--metrics-port: /metrics on loopback for the life of the command (a daemon thread)."""
     if getattr(args, "metrics_port", None) is None:
         return
-    from orchestrator import metrics
 
     _server, port = metrics.serve(args.metrics_port)
     print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr)

@@ -14,7 +14,10 @@ from orchestrator.cli.common import (
     run_async,
     run_with_progress,
 )
+from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import AgenticRolloutError
+from orchestrator.runner import AgenticRollout
+from orchestrator.tasks import load_tasks
 
 
 def add_parser(sub: Any) -> None:
@@ -33,10 +36,8 @@ def add_parser(sub: Any) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     import time as _time
 
-    from orchestrator.config import AgenticRolloutConfig
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.local_llm import MODEL_ALIAS, LlamaServer
-    from orchestrator.runner import AgenticRollout
-    from orchestrator.tasks import load_tasks
 
     examples = REPO_ROOT / "examples"
     output = Path(args.output)
@@ -57,6 +58,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "trajectory_save_path": str(output / "trajectories.jsonl"),
             },
         )
+        # import cost: an integration module loaded only by the subcommand that uses it
         from orchestrator.demo import demo_client
 
         rollout = AgenticRollout(config, llm_client=demo_client(config))
@@ -68,6 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rollout=rollout,
         )
     print_summary(summary, _time.monotonic() - t0, config.trajectory_save_path)
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.demo import print_outcomes
 
     print_outcomes(summary.trajectories, tasks)

@@ -26,6 +26,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_export(args: argparse.Namespace) -> int:
     default = "sft.parquet" if args.format == "parquet" else f"sft.{args.format}.jsonl"
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.export import export
 
     result = export(args.source, args.output or default, fmt=args.format, where=args.where)

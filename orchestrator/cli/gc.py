@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from orchestrator.sandbox.gc import reap_docker, reap_kubernetes
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
+
 
 def add_parser(sub: Any) -> None:
     gc = sub.add_parser(
@@ -29,9 +32,6 @@ def add_parser(sub: Any) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     if args.kubernetes:
-        from orchestrator.sandbox.gc import reap_kubernetes
-        from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
-
         config = KubernetesSandboxConfig(
             namespace=args.namespace, kubeconfig=args.kubeconfig, in_cluster=args.in_cluster
         )
@@ -41,7 +41,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
             print(f"{'would delete' if args.dry_run else 'deleted'} {what}: {reason}")
         print(f"reaped={0 if args.dry_run else len(pods)} found={len(pods)}")
         return 0
-    from orchestrator.sandbox.gc import reap_docker
 
     reaped = reap_docker(
         docker_host=args.docker_host, run_id=args.run, everything=args.all, dry_run=args.dry_run

@@ -9,10 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import AgenticRolloutError
 
 
 def load_harbor(path: str) -> tuple[list[Any], list[str]]:
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.harbor.run import build_images
     from orchestrator.harbor.task import load_harbor_tasks
 
@@ -29,6 +31,7 @@ def cmd_run_harbor(
     args: argparse.Namespace, config: Any, print_summary: Callable[[Any, float, Any], None]
 ) -> int:
     """``agentic-rollout run harbor:PATH``: the model (or ``--oracle``) on each task, verified."""
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.harbor.run import run_harbor
 
     path = args.tasks[len("harbor:") :]
@@ -51,7 +54,7 @@ def cmd_run_harbor(
 
 
 def cmd_harbor(args: argparse.Namespace) -> int:
-    from orchestrator.config import AgenticRolloutConfig
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.harbor.run import validate
 
     if args.harbor_command != "validate":  # argparse restricts the choices

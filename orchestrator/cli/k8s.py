@@ -12,6 +12,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
+
 
 def add_parser(sub: Any) -> None:
     k8s = sub.add_parser("k8s", help="Kubernetes tools (k8s check: verify a live cluster)")
@@ -49,8 +51,8 @@ def add_parser(sub: Any) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     import tempfile
 
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.k8s_check import Checker
-    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
     extra: dict[str, Any] = {}
     for item in args.set:

@@ -18,6 +18,8 @@ from orchestrator.cli.common import (
     run_with_progress,
     serve_metrics,
 )
+from orchestrator.cli.harbor import cmd_run_harbor
+from orchestrator.runner import AgenticRollout
 
 
 def add_parser(sub: Any) -> None:
@@ -50,11 +52,7 @@ def add_parser(sub: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     import time as _time
 
-    from orchestrator.runner import AgenticRollout
-
     if (args.tasks or "").startswith("harbor:"):
-        from orchestrator.cli.harbor import cmd_run_harbor
-
         return cmd_run_harbor(args, rollout_config(args), print_summary)
     config = rollout_config(args)
     tasks, bad = load_run_tasks(args)

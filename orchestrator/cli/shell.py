@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from orchestrator.cli.common import run_async
+from orchestrator.sandbox import sandbox_config
 
 
 def add_parser(sub: Any) -> None:
@@ -19,7 +20,6 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
-    from orchestrator.sandbox import sandbox_config
 
     values: dict[str, Any] = {"type": args.backend}
     if args.backend == "docker":

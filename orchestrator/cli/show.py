@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from orchestrator.store import read_trajectories
+
 
 def add_parser(sub: Any) -> None:
     show = sub.add_parser("show", help="pretty-print trajectories from a JSONL file")
@@ -21,8 +23,6 @@ def cmd_show(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.panel import Panel
     from rich.text import Text
-
-    from orchestrator.store import read_trajectories
 
     console = Console()
     shown = 0

@@ -10,6 +10,7 @@ from typing import Any
 
 from orchestrator.cli.common import add_run_options, rollout_config, run_async, serve_metrics
 from orchestrator.exceptions import AgenticRolloutError
+from orchestrator.swe.task import load_swe_tasks
 
 
 def add_parser(sub: Any) -> None:
@@ -59,7 +60,6 @@ def add_parser(sub: Any) -> None:
 
 
 def _swe_tasks(path: str, split: str | None = None) -> list[Any]:
-    from orchestrator.swe.task import load_swe_tasks
 
     tasks, errors = load_swe_tasks(path, split=split)
     for err in errors:
@@ -82,6 +82,7 @@ def _print_results(results: list[Any]) -> None:
 
 
 def cmd_swe(args: argparse.Namespace) -> int:
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.swe import run as swe
 
     tasks = _swe_tasks(args.tasks, getattr(args, "split", None))

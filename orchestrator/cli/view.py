@@ -23,6 +23,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_view(args: argparse.Namespace) -> int:
     output = Path(args.output or Path(args.source).with_suffix("").name + ".html")
+    # import cost: an integration module loaded only by the subcommand that uses it
     from orchestrator.viewer import write_report
 
     run = write_report(args.source, output)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents import make_agent
 from agents.base import BaseAgent
+from agents.registry import make_agent
 from orchestrator.config import AgenticRolloutConfig
 from orchestrator.exceptions import TaskError
-from orchestrator.harbor.task import HarborTask
+from orchestrator.harbor.task import HarborTask, load_harbor_task
 from orchestrator.llm import CallableClient, LLMClient
 from orchestrator.runner import AgenticRollout, RunSummary
 from orchestrator.sandbox.base import ExecResult, Sandbox
@@ -189,7 +189,6 @@ def _output(result: ExecResult) -> str:
 
 
 def _harbor_task(task: Task) -> HarborTask:
-    from orchestrator.harbor.task import load_harbor_task
 
     data = task.metadata.get("harbor") or {}
     if "path" not in data:
@@ -338,8 +337,8 @@ def harbor_config(
     (bash, editor) unless the config names its own."""
     budget = max((t.agent_timeout + t.verifier_timeout for t in tasks), default=0.0) + 120.0
     update: dict[str, Any] = {"trajectory_timeout": max(config.trajectory_timeout, budget)}
-    if config.tools is None:
-        update["tools"] = HARBOR_TOOLS
+    if config.tools.names is None:
+        update["tools.names"] = HARBOR_TOOLS
     if not config.uses_sandbox:
         raise TaskError("harbor tasks run in a sandbox: --backend none cannot run them")
     return config.preset(**update)

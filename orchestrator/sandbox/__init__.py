@@ -11,18 +11,18 @@ nothing registers itself on import::
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from orchestrator.exceptions import ConfigError
-from orchestrator.sandbox.base import (
+from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.fork import Snapshot, SnapshotConfig
+from orchestrator.sandbox.handle import (
     CommandResult,
     ExecResult,
     FileStat,
-    Sandbox,
     SearchMatch,
     SearchResult,
 )
-from orchestrator.sandbox.fork import Snapshot
 
 #: short name -> "module:ConfigClass"
 BACKENDS: dict[str, str] = {
@@ -52,6 +52,17 @@ def _load(spec: str) -> Any:
         raise ConfigError(f"cannot load sandbox backend {spec!r}: {exc}") from exc
 
 
+def backend_class(kind: str) -> Any:
+    """The config class of backend ``kind`` (a short name or ``package.module:ConfigClass``)."""
+    spec = BACKENDS.get(kind, kind if ":" in kind else None)
+    if spec is None:
+        raise ConfigError(
+            f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
+            "or an import path 'package.module:ConfigClass'"
+        )
+    return _load(spec)
+
+
 def sandbox_config(
     data: dict[str, Any] | SandboxConfig | None = None, **kwargs: Any
 ) -> SandboxConfig:
@@ -65,22 +76,15 @@ def sandbox_config(
     values = {**(data or {}), **kwargs}
     snapshot = values.pop("from_snapshot", None)
     if snapshot is not None:
-        from orchestrator.sandbox.fork import SnapshotConfig
-
         if not isinstance(snapshot, Snapshot):
             raise ConfigError(
                 "from_snapshot takes a Snapshot (sandbox.snapshot()), got "
                 f"{type(snapshot).__name__}"
             )
-        return SnapshotConfig(snapshot, values)
+        # its build() runs the snapshot's own backend config: the sandbox is a Sandbox
+        return cast(SandboxConfig, SnapshotConfig(snapshot, values))
     kind = str(values.get("type", "docker"))
-    spec = BACKENDS.get(kind, kind if ":" in kind else None)
-    if spec is None:
-        raise ConfigError(
-            f"unknown sandbox backend {kind!r}; known: {', '.join(sorted(BACKENDS))} "
-            "or an import path 'package.module:ConfigClass'"
-        )
-    cls = _load(spec)
+    cls = backend_class(kind)
     if ":" in kind:
         values.pop("type")
     from pydantic import ValidationError
@@ -102,5 +106,6 @@ __all__ = [
     "SearchMatch",
     "SearchResult",
     "Snapshot",
+    "backend_class",
     "sandbox_config",
 ]

@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
-from orchestrator.exceptions import SandboxClaimError
+from orchestrator.exceptions import ConfigError, SandboxClaimError
 from orchestrator.sandbox.base import ManagedSandboxConfig
 from orchestrator.sandbox.kubernetes import (
     KubernetesSandbox,
@@ -443,8 +443,6 @@ class AgentSandbox(KubernetesSandbox):
 
     def __init__(self, config: AgentSandboxConfig) -> None:
         if config.warm_pool is None and config.template is None:
-            from orchestrator.exceptions import ConfigError
-
             raise ConfigError("agent-sandbox needs warm_pool (claim) or template (create)")
         super().__init__(config.kubernetes())
         self.settings = config

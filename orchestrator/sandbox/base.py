@@ -17,14 +17,23 @@ import os
 import sys
 import tarfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    ItemsView,
+    KeysView,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from types import TracebackType
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
+from orchestrator import admission, metrics
 from orchestrator.admission import Permit
 from orchestrator.exceptions import (
     AgenticRolloutError,
@@ -40,6 +49,13 @@ from orchestrator.sandbox.fork import (
     restore,
     take_snapshot,
 )
+
+# the result records live in handle.py (below fork.py); this module stays their public home
+from orchestrator.sandbox.handle import CommandResult as CommandResult  # noqa: PLC0414
+from orchestrator.sandbox.handle import ExecResult as ExecResult  # noqa: PLC0414
+from orchestrator.sandbox.handle import FileStat as FileStat  # noqa: PLC0414
+from orchestrator.sandbox.handle import SearchMatch as SearchMatch  # noqa: PLC0414
+from orchestrator.sandbox.handle import SearchResult as SearchResult  # noqa: PLC0414
 from orchestrator.sandbox.labels import default_owner
 from orchestrator.sandbox.rpc import RpcClient, RpcLimits, human_size
 from orchestrator.sandbox.transport import Transport
@@ -98,82 +114,42 @@ def agent_command(python: str = "python3", payload: tuple[bytes, bytes] | None =
     ]
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+class SandboxSettingsBase(BaseModel):
+    """A sandbox section as a run config holds it: typed attributes (the effective settings,
+    defaults included), and read access as the mapping that was given: ``settings["image"]``,
+    ``settings.get("run_id")``, ``{**settings, **overrides}``, ``settings == {...}``. That
+    mapping (``type`` and the keys that were set) is also what the config serialises to, and
+    what a task's ``sandbox`` overrides are merged into."""
+
+    def as_dict(self, *, mode: Literal["python", "json"] = "python") -> dict[str, Any]:
+        """``type`` and the settings that were given (not the defaults)."""
+        given = self.model_dump(mode=mode, exclude_unset=True)
+        return {**self.model_dump(mode=mode, include={"type"}), **given}
+
+    def keys(self) -> KeysView[str]:
+        return self.as_dict().keys()
+
+    def items(self) -> ItemsView[str, Any]:
+        return self.as_dict().items()
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.as_dict().get(key, default)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self.as_dict() == dict(other)
+        return super().__eq__(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as any pydantic model
 
 
-class CommandResult(_Result):
-    """Outcome of a command in a persistent session."""
-
-    output: str
-    exit_code: int | None
-    timed_out: bool = False
-    cancelled: bool = False
-    elided_bytes: int = 0
-    total_bytes: int = 0
-    duration: float = 0.0
-    session_ended: bool = False
-    session_restarted: bool = False
-    oom_killed: bool = False
-    note: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and not self.cancelled
-
-
-class ExecResult(_Result):
-    """Outcome of a one-shot process."""
-
-    stdout: str
-    stderr: str
-    exit_code: int
-    timed_out: bool = False
-    cancelled: bool = False
-    elided_bytes: int = 0
-    total_bytes: int = 0
-    duration: float = 0.0
-    oom_killed: bool = False
-    note: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-
-class FileStat(_Result):
-    path: str
-    type: Literal["file", "directory", "symlink", "other"]
-    size: int
-    mode: int
-    mtime: float
-    uid: int
-    gid: int
-    name: str | None = None
-    #: symlinks resolved (``file.stat`` only)
-    realpath: str | None = None
-
-
-class SearchMatch(_Result):
-    path: str
-    line: int | None = None
-    text: str | None = None
-    before: list[str] = Field(default_factory=list)
-    after: list[str] = Field(default_factory=list)
-
-
-class SearchResult(_Result):
-    matches: list[SearchMatch]
-    truncated: bool
-    files_scanned: int = 0
-    files: list[dict[str, Any]] = Field(default_factory=list)
-    #: non-regular files (FIFO, socket, device) the agent did not open: {"path", "kind"},
-    #: at most 100 listed; skipped_count counts them all
-    skipped: list[dict[str, Any]] = Field(default_factory=list)
-    skipped_count: int = 0
-
-
-class SandboxConfigBase(BaseModel):
+class SandboxConfigBase(SandboxSettingsBase):
     """What every backend's settings share, with one meaning and one default each.
 
     A backend subclasses it with its own ``type`` literal and fields, overriding a default only
@@ -270,7 +246,6 @@ class Sandbox(abc.ABC):
     async def start(self, *, queue: bool = True) -> Self:
         """Start the sandbox. ``queue=False`` (warm pool refills): raise
         :class:`SandboxAdmissionError` at once instead of waiting for admission."""
-        from orchestrator import admission, metrics
 
         # every start passes the process-wide admission of its backend: live sandboxes,
         # concurrent starts and the creation rate are bounded for all callers together
@@ -352,6 +327,15 @@ class Sandbox(abc.ABC):
         return self._rpc
 
     @property
+    def state(self) -> str:
+        """``not started``, ``running``, ``closed`` or ``dead (its stream closed)``."""
+        if self._closed:
+            return "closed"
+        if self._rpc is None:
+            return "not started"
+        return "dead (its stream closed)" if self._rpc.closed else "running"
+
+    @property
     def connected(self) -> bool:
         """Started and its agent's stream still open (what a warm pool checks before handing
         a sandbox out); False before start, after close or once the stream dropped."""
@@ -372,13 +356,15 @@ class Sandbox(abc.ABC):
         these already started sandboxes instead (portable copy of the work directory).
         Raises :class:`~orchestrator.exceptions.ForkError`; partial failures remove what
         was made."""
-        return await fork(
+        # a child is built by this sandbox's own backend config (or is one of ``into``)
+        children = await fork(
             self,
             n,
             into=into,
             portable=portable,
             max_bytes=max_snapshot_bytes or DEFAULT_MAX_SNAPSHOT_BYTES,
         )
+        return cast(list[Sandbox], children)
 
     async def snapshot(
         self, *, portable: bool = False, max_snapshot_bytes: int | None = None

@@ -36,21 +36,20 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from orchestrator import admission
 from orchestrator.exceptions import (
     AgenticRolloutError,
     ConfigError,
     ForkError,
     SnapshotTooLargeError,
 )
+from orchestrator.sandbox.handle import SandboxHandle
 from orchestrator.sandbox.labels import LABEL_KIND
 from orchestrator.sandbox.rpc import human_size
-
-if TYPE_CHECKING:
-    from orchestrator.sandbox.base import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -181,14 +180,14 @@ class SnapshotConfig:
         self.overrides = overrides
         self.type = kind
 
-    def build(self, **overrides: Any) -> Sandbox:
+    def build(self, **overrides: Any) -> SandboxHandle:
         cfg = self.snapshot.config_for_child(**{**self.overrides, **overrides})
-        sandbox: Sandbox = cfg.build()
+        sandbox: SandboxHandle = cfg.build()
         sandbox.restore_from = self.snapshot
         return sandbox
 
 
-def _config_of(sandbox: Sandbox) -> BaseModel:
+def _config_of(sandbox: SandboxHandle) -> BaseModel:
     # the config that built it: agent-sandbox keeps its own as ``settings`` (``config`` is
     # the Pod transport's part)
     cfg = getattr(sandbox, "settings", None)
@@ -199,24 +198,21 @@ def _config_of(sandbox: Sandbox) -> BaseModel:
     return cfg
 
 
-async def _check_alive(sandbox: Sandbox) -> dict[str, Any]:
+async def _check_alive(sandbox: SandboxHandle) -> dict[str, Any]:
     """The parent's ``info``; ForkError when it is not (or no longer) running."""
-    if sandbox._rpc is None or sandbox._closed or sandbox._rpc.closed:
-        state = "closed" if sandbox._closed else "not started"
-        if sandbox._rpc is not None and sandbox._rpc.closed and not sandbox._closed:
-            state = "dead (its stream closed)"
-        raise ForkError(f"cannot fork {sandbox.describe()}: it is {state}")
+    if sandbox.state != "running":
+        raise ForkError(f"cannot fork {sandbox.describe()}: it is {sandbox.state}")
     try:
         return await sandbox.info()
     except AgenticRolloutError as exc:
         raise ForkError(f"cannot fork {sandbox.describe()}: it is not answering: {exc}") from exc
 
 
-def _python(sandbox: Sandbox) -> str:
+def _python(sandbox: SandboxHandle) -> str:
     return str(getattr(getattr(sandbox, "config", None), "python", None) or "python3")
 
 
-async def capture_sessions(sandbox: Sandbox, names: Sequence[str]) -> list[SessionState]:
+async def capture_sessions(sandbox: SandboxHandle, names: Sequence[str]) -> list[SessionState]:
     """cwd and exported environment of each named session, as its commands see them."""
     states = []
     command = f"builtin command {shlex.quote(_python(sandbox))} -c {shlex.quote(_CAPTURE)}"
@@ -236,7 +232,7 @@ async def capture_sessions(sandbox: Sandbox, names: Sequence[str]) -> list[Sessi
     return states
 
 
-async def restore_sessions(sandbox: Sandbox, sessions: Sequence[SessionState]) -> None:
+async def restore_sessions(sandbox: SandboxHandle, sessions: Sequence[SessionState]) -> None:
     """Create each session in ``sandbox`` with the captured cwd and env."""
     for s in sessions:
         result = await sandbox.run("builtin true", session=s.name, cwd=s.cwd, env=s.env, timeout=60)
@@ -247,7 +243,7 @@ async def restore_sessions(sandbox: Sandbox, sessions: Sequence[SessionState]) -
             )
 
 
-def _workdir(sandbox: Sandbox, info: dict[str, Any]) -> str:
+def _workdir(sandbox: SandboxHandle, info: dict[str, Any]) -> str:
     cfg = getattr(sandbox, "config", None)
     workdir = str(getattr(cfg, "workdir", None) or info.get("cwd") or "")
     if not workdir.startswith("/") or posixpath.normpath(workdir) == "/":
@@ -259,7 +255,7 @@ def _workdir(sandbox: Sandbox, info: dict[str, Any]) -> str:
 
 
 async def _archive(
-    sandbox: Sandbox, info: dict[str, Any], max_bytes: int, snap_id: str
+    sandbox: SandboxHandle, info: dict[str, Any], max_bytes: int, snap_id: str
 ) -> tuple[str, str, int]:
     """(host tar path, workdir, bytes): the work directory, measured against the cap first."""
     workdir = _workdir(sandbox, info)
@@ -311,7 +307,7 @@ async def _file_chunks(path: str) -> AsyncIterator[bytes]:
         await asyncio.to_thread(f.close)
 
 
-async def restore(sandbox: Sandbox, snapshot: Snapshot) -> None:
+async def restore(sandbox: SandboxHandle, snapshot: Snapshot) -> None:
     """Put a snapshot's work directory (archive kind) and sessions into a started sandbox."""
     if snapshot.deleted:
         raise ForkError(f"snapshot {snapshot.id} of {snapshot.source} was deleted")
@@ -332,7 +328,7 @@ async def restore(sandbox: Sandbox, snapshot: Snapshot) -> None:
 
 
 async def take_snapshot(
-    sandbox: Sandbox,
+    sandbox: SandboxHandle,
     *,
     portable: bool = False,
     max_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
@@ -398,13 +394,13 @@ async def take_snapshot(
 
 
 async def fork(
-    sandbox: Sandbox,
+    sandbox: SandboxHandle,
     n: int,
     *,
-    into: Sequence[Sandbox] | None = None,
+    into: Sequence[SandboxHandle] | None = None,
     portable: bool = False,
     max_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
-) -> list[Sandbox]:
+) -> list[SandboxHandle]:
     """n started copies of ``sandbox``; on any failure the ones made are removed."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ForkError(f"fork of {sandbox.describe()}: n must be an integer >= 1, got {n!r}")
@@ -418,8 +414,6 @@ async def fork(
                 )
             await _check_alive(blank)
     else:
-        from orchestrator import admission
-
         limit = admission.controller(sandbox.backend).settings.max_live
         if n + 1 > limit:  # the parent holds a slot while its children start
             raise ForkError(

@@ -13,10 +13,13 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from orchestrator import metrics
 from orchestrator.exceptions import SandboxError
+from orchestrator.sandbox.agent_sandbox import EXT_GROUP, GROUP, VERSION
 from orchestrator.sandbox.docker import docker_api
+from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig, api_client
 from orchestrator.sandbox.labels import (
     LABEL_EXPIRES,
     LABEL_KIND,
@@ -26,9 +29,6 @@ from orchestrator.sandbox.labels import (
     orchestrator_alive,
 )
 from orchestrator.sandbox.transport import CHANNEL_SOCKET, ChannelError, runtime_root
-
-if TYPE_CHECKING:
-    from orchestrator.sandbox.kubernetes import KubernetesSandboxConfig
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,6 @@ def reap_docker(
                 for name in info.get("Names") or []
             }
             sweep_channel_dirs(names, runtime_dir=runtime_dir, now=now)
-        from orchestrator import metrics
 
         metrics.sandboxes_reaped("docker", sum(r.removed for r in found))
         return found
@@ -181,8 +180,6 @@ def reap_kubernetes(
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    from orchestrator.sandbox.kubernetes import api_client
-
     api = api_client(config)
     try:
         core = client.CoreV1Api(api)
@@ -219,8 +216,6 @@ def reap_kubernetes(
             dry_run=dry_run,
         )
         if not dry_run:
-            from orchestrator import metrics
-
             metrics.sandboxes_reaped("kubernetes", len(reaped))
         return reaped
     finally:
@@ -272,8 +267,6 @@ def _reap_claims(
     """The agent-sandbox objects we create (their controller deletes the pods)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
-
-    from orchestrator.sandbox.agent_sandbox import EXT_GROUP, GROUP, VERSION
 
     custom = client.CustomObjectsApi(api)
     reaped = []

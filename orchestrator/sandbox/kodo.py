@@ -18,6 +18,8 @@ from pydantic import Field
 
 from orchestrator.exceptions import ConfigError, SandboxStartError
 from orchestrator.sandbox.base import Sandbox, SandboxConfigBase, agent_command
+from orchestrator.sandbox.docker import docker_api
+from orchestrator.sandbox.kubernetes import KubernetesSandbox, KubernetesSandboxConfig
 from orchestrator.sandbox.transport import DockerAttachTransport, Transport
 
 INSTALL_HINT = (
@@ -101,7 +103,6 @@ class KodoSandbox(Sandbox):
         return await self._kubernetes_exec()
 
     def _docker_exec(self) -> Any:
-        from orchestrator.sandbox.docker import docker_api
 
         self._docker = api = docker_api()
         exec_id = api.exec_create(
@@ -114,7 +115,6 @@ class KodoSandbox(Sandbox):
         """Our exec stream into kodo's pod through the Kubernetes backend's public pod handle
         (its retries, image pull back-off, the container named as in the pod's spec: kodo
         names it after the pod, not ``sandbox``)."""
-        from orchestrator.sandbox.kubernetes import KubernetesSandbox, KubernetesSandboxConfig
 
         pod = KubernetesSandbox.for_pod(
             KubernetesSandboxConfig(

@@ -23,11 +23,11 @@ SWE_TOOLS = ["bash", "str_replace_editor", "search", "submit"]
 def swe_config(base: AgenticRolloutConfig | None = None, **overrides: Any) -> AgenticRolloutConfig:
     """The coding agent with bash/editor/search/submit, submit building the patch."""
     cfg = base or AgenticRolloutConfig(agent_type="coding")
-    tools_config = {**cfg.tools_config}
+    tools_config = {**cfg.tools.config}
     tools_config["submit"] = {"mode": "auto", **tools_config.get("submit", {})}
-    update: dict[str, Any] = {"tools_config": tools_config}
-    if cfg.tools is None:
-        update["tools"] = SWE_TOOLS
+    update: dict[str, Any] = {"tools.config": tools_config}
+    if cfg.tools.names is None:
+        update["tools.names"] = SWE_TOOLS
     update.update(overrides)
     return cfg.preset(**update)
 
@@ -55,7 +55,7 @@ def make_swe_reward(sandbox: dict[str, Any], *, strict: bool = False) -> Any:
     async def reward(task: Task, traj: Trajectory) -> float:
         if "resolved" in traj.reward_details:
             return 1.0 if traj.reward_details["resolved"] else 0.0
-        swe = SWETask.from_row(task.metadata["swe"])
+        swe = SWETask.from_row(task.swe_row or {})
         return _record(traj, await evaluate(swe, traj.patch, sandbox=sandbox, strict=strict))
 
     return reward
@@ -65,7 +65,7 @@ def _in_rollout_sandbox(strict: bool) -> Any:
     async def after_agent(task: Task, traj: Trajectory, sandbox: Sandbox | None) -> None:
         if sandbox is None or sandbox.rpc.closed:
             return  # the reward falls back to a fresh sandbox
-        swe = SWETask.from_row(task.metadata["swe"])
+        swe = SWETask.from_row(task.swe_row or {})
         _record(
             traj,
             await evaluate(swe, traj.patch, use_sandbox=sandbox, strict=strict),
@@ -92,7 +92,7 @@ async def run_swe(
 
     Patches touching test infrastructure are reported in ``reward_details``
     (``test_infrastructure_touched``); ``strict_grading`` gives them reward 0 untested."""
-    sandbox = {k: v for k, v in config.sandbox.items() if k not in ("image", "workdir")}
+    sandbox = {k: v for k, v in config.sandbox.as_dict().items() if k not in ("image", "workdir")}
     rollout = AgenticRollout(
         swe_config(config),
         llm_client=llm_client,
