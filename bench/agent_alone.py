@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         [sys.executable, "-I", "-S", args.agent],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        bufsize=0,
+        bufsize=1 << 16,  # buffered: readline on a raw pipe reads one byte per read(2)
     )
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     def call(rid: int) -> dict[str, object]:
         req = {"id": rid, "method": "session.run", "params": {"command": args.command}}
         stdin.write((json.dumps(req) + "\n").encode())
+        stdin.flush()
         reply: dict[str, object] = json.loads(stdout.readline())
         if "result" not in reply:
             raise SystemExit(f"agent answered {reply}")
