@@ -33,6 +33,17 @@ async def test_session_keeps_cwd_env_and_functions(sandbox: Any, scratch: str) -
     assert r.exit_code == 0 and r.ok
 
 
+async def test_user_functions_and_nounset_see_nothing_of_the_wrapper(
+    sandbox: Any, scratch: str
+) -> None:
+    # the wrapper was a function taking "$1 $2": `set -u` made it print "$2: unbound
+    # variable" after every command, and `declare -f` listed it among the user's functions
+    r = await sandbox.run("set -u; echo ok")
+    assert r.output == "ok\n" and r.exit_code == 0
+    r = await sandbox.run("echo again; declare -F | grep -c __ag; set +u")
+    assert r.output == "again\n0\n"
+
+
 async def test_exit_code_reported(sandbox: Any, scratch: str) -> None:
     r = await sandbox.run("false")
     assert r.exit_code == 1 and not r.ok

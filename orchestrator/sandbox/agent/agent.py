@@ -267,12 +267,12 @@ class Capture(object):
         return max(0, self.total - len(self.head) - min(len(self.tail), self.tail_cap))
 
     def text(self):
-        tail = bytes(self.tail[-self.tail_cap :]) if self.tail_cap else b""
-        head = bytes(self.head).decode("utf-8", "replace")
+        # decoded straight from the bytearrays: a megabyte of output was copied four times
+        tail = self.tail[-self.tail_cap :] if self.tail_cap else b""
         if self.elided:
             note = "\n[... %d bytes elided ...]\n" % self.elided
-            return head + note + tail.decode("utf-8", "replace")
-        return (bytes(self.head) + tail).decode("utf-8", "replace")
+            return self.head.decode("utf-8", "replace") + note + tail.decode("utf-8", "replace")
+        return (self.head + tail).decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------------------------
@@ -785,6 +785,16 @@ class Session(object):
         self.flooded = None
         self.restore = False  # a fresh bash has no user traps nor xtrace to put back
         self.token = ("__AGENTIC_%s_" % os.urandom(8).hex()).encode()
+        # After a command: the marker (the last field says what the next prefix has to put
+        # back: "x" xtrace, "t" traps; empty: the prefix is left out), printed before bash
+        # saves its state, so the reply need not wait for the save; bash saves it before it
+        # reads the next command (a kill during that one restores it).
+        done = (
+            '__ag_rc=$?; __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
+            'builtin printf \'%s%%s:%%s:KIND:%%s\\n\' "$__ag_seq" "$__ag_rc" "$__ag_r"; '
+            '{ builtin export -p; builtin declare -f; } > "$__ag_state" 2>/dev/null'
+        ) % self.token.decode()
+        after = 'builtin . "$__ag_c" </dev/null; ' + done.replace("KIND", "")
         lines = []
         if restore is not None and os.path.exists(self.state_file):
             lines.append("builtin . %s >/dev/null 2>&1" % _sh_quote(self.state_file))
@@ -794,16 +804,12 @@ class Session(object):
             "__ag_state=%s" % _sh_quote(self.state_file),
             "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
-            # the marker's last field: "x" when xtrace is to be restored, "t" when traps are
-            # (the prefix has work to do before the next command; else it is left out). The
-            # marker goes first: the reply need not wait for the state to be saved, and bash
-            # saves it before it reads the next command (a kill during that one restores it).
-            '__ag_done() { __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
-            'builtin printf \'%s%%s:%%s:%%s:%%s\\n\' "$__ag_seq" "$1" "$2" "$__ag_r"; '
-            '{ builtin export -p; builtin declare -f; } > "$__ag_state" 2>/dev/null; }'
-            % self.token.decode(),
+            # each command (the per-call line expands "${__ag[@]}" into `builtin eval <this>`)
+            # and the EXIT trap: inline code, not a function, so the state save's `declare -f`
+            # has nothing of ours to print and a user's `set -u` no unset "$2" to trip over
+            "__ag=(builtin eval %s)" % _sh_quote(after),
             "builtin trap 'builtin return 130 2>/dev/null' INT",
-            "builtin trap '__ag_done $? exit' EXIT",
+            "builtin trap %s EXIT" % _sh_quote(done.replace("KIND", "exit")),
             "",
         ]
         self._send("\n".join(lines).encode())
@@ -887,7 +893,7 @@ class Session(object):
         self._send(
             (
                 # short: bash reads a line from a pipe one byte (one syscall) at a time
-                '__ag_seq=%d;builtin . "$__ag_c"</dev/null;__ag_done $?\n' % self.seq
+                '__ag_seq=%d;"${__ag[@]}"\n' % self.seq
             ).encode()
         )
         return call
