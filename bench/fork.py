@@ -4,11 +4,13 @@ In one run, one image (Docker):
 
 (a) one cold start (sandbox from nothing to the agent answering), median of ``starts``;
 (b) baseline: n cold starts + n setups, all at once (what a group costs without fork);
-(c) ``fork(n)``: ``docker commit`` of the prepared sandbox, n sandboxes started from the image,
-    sessions restored; wall from the call to all n ready;
-(d) ``fork(n, into=blanks)``: the n blank sandboxes were started while the setup ran (as a
-    group rollout can), then the work directory and sessions are copied into them; wall from
-    the call to all n ready.
+(c) ``fork(n, method="image")``: ``docker commit`` of the prepared sandbox, n sandboxes started
+    from the image, sessions restored; wall from the call to all n ready;
+(d) ``fork(n, method="diff")``: n sandboxes started from the parent's image, then the
+    filesystem's changes since the parent started streamed from it once into all n;
+(e) ``fork(n, into=blanks)``: the n blank sandboxes were started while the setup ran (as a
+    group rollout does), then the changes and sessions are streamed into them; wall from the
+    call to all n ready.
 
 Prints JSON, then ``key=value`` lines. Ratios are against (a), measured in the same run.
 """
@@ -28,6 +30,7 @@ from orchestrator.sandbox.docker import DockerSandboxConfig
 SETUP = (
     "sleep {seconds}; mkdir -p /workspace/proj/pkg && cd /workspace/proj && "
     'seq 1 200000 > data.txt && for i in $(seq 1 50); do echo "x = $i" > pkg/m$i.py; done && '
+    "mkdir -p /usr/local/lib/bench-site && cp pkg/*.py /usr/local/lib/bench-site/ && "
     "export PREPARED=1"
 )
 
@@ -42,8 +45,11 @@ async def _cold(config: DockerSandboxConfig) -> float:
 
 async def _verify(children: list[Any]) -> None:
     for child in children:
-        out = await child.run('pwd; echo "$PREPARED"; wc -l < data.txt')
-        if out.output.split() != ["/workspace/proj", "1", "200000"]:
+        # outside the work directory too (as a pip install would write)
+        out = await child.run(
+            'pwd; echo "$PREPARED"; wc -l < data.txt; ls /usr/local/lib/bench-site | wc -l'
+        )
+        if out.output.split() != ["/workspace/proj", "1", "200000", "50"]:
             raise RuntimeError(f"fork child {child.name} lacks the prepared state: {out.output}")
 
 
@@ -76,14 +82,17 @@ async def run(
         assert (await parent.run(setup, timeout=setup_seconds + 120)).ok
         setup_took = time.perf_counter() - t0
 
-        # (c) fork by commit
-        t0 = time.perf_counter()
-        children = await parent.fork(n)
-        fork_commit = time.perf_counter() - t0
-        try:
-            await _verify(children)
-        finally:
-            await asyncio.gather(*(c.close() for c in children))
+        # (c) fork by commit, (d) by diff into fresh children
+        forks = {}
+        for method in ("image", "diff"):
+            t0 = time.perf_counter()
+            children = await parent.fork(n, method=method)
+            forks[method] = time.perf_counter() - t0
+            try:
+                await _verify(children)
+            finally:
+                await asyncio.gather(*(c.close() for c in children))
+        fork_commit, fork_diff = forks["image"], forks["diff"]
 
         # (d) blanks started while a setup runs (the parent reruns its setup meanwhile)
         blanks = [config.build() for _ in range(n)]
@@ -107,10 +116,13 @@ async def run(
         "baseline_n_cold_plus_setup_s": round(baseline, 3),
         "fork_commit_s": round(fork_commit, 3),
         "fork_commit_over_cold": round(fork_commit / cold, 2),
+        "fork_diff_s": round(fork_diff, 3),
+        "fork_diff_over_cold": round(fork_diff / cold, 2),
         "setup_with_blank_starts_s": round(overlapped, 3),
         "fork_into_started_s": round(fork_into, 3),
         "fork_into_started_over_cold": round(fork_into / cold, 2),
         "baseline_over_fork_commit": round(baseline / (setup_took + fork_commit), 2),
+        "baseline_over_setup_plus_fork_into": round(baseline / (overlapped + fork_into), 2),
     }
 
 
@@ -119,10 +131,17 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     return [
         f"cold_start={result['cold_start_s']}s setup={result['setup_s']}s",
         f"{n}_cold_starts_plus_{n}_setups={result['baseline_n_cold_plus_setup_s']}s",
-        f"fork_{n}_commit={result['fork_commit_s']}s ({result['fork_commit_over_cold']}x cold)",
-        f"fork_{n}_into_started={result['fork_into_started_s']}s "
+        f"fork_{n}_image(commit)={result['fork_commit_s']}s "
+        f"({result['fork_commit_over_cold']}x cold)",
+        f"fork_{n}_diff(fresh children)={result['fork_diff_s']}s "
+        f"({result['fork_diff_over_cold']}x cold)",
+        f"fork_{n}_diff_into_started={result['fork_into_started_s']}s "
         f"({result['fork_into_started_over_cold']}x cold; blanks started during setup: "
         f"setup+starts {result['setup_with_blank_starts_s']}s)",
+        f"group of {n} ready: {n} cold starts + {n} setups "
+        f"{result['baseline_n_cold_plus_setup_s']}s vs setup (blanks starting) + fork into "
+        f"{round(result['setup_with_blank_starts_s'] + result['fork_into_started_s'], 3)}s "
+        f"({result['baseline_over_setup_plus_fork_into']}x faster)",
     ]
 
 

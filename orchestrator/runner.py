@@ -480,12 +480,13 @@ class AgenticRollout:
                     await asyncio.gather(*(c.close() for c in children))
 
     async def _prepare_group(self, task: Task, n: int) -> tuple[list[Sandbox], dict[str, Any]]:
-        """Setup once, then n forks. Docker forks by image (the whole writable layer, after
-        the setup). Other backends copy the work directory anyway, so their n children start
-        while the setup runs (a pod start takes seconds) and are filled afterwards."""
+        """Setup once, then n forks: the n children start while the setup runs, then the
+        filesystem's changes since the parent started (and its sessions) stream into them,
+        read once from the parent (fork ``into``), so the group is ready about as soon as the
+        setup is done."""
         loop = asyncio.get_running_loop()
         values = self._sandbox_values(task)
-        prestart = str(values.get("type", "docker")) not in ("docker", "local")
+        prestart = str(values.get("type", "docker")) != "local"
         blanks = [sandbox_config(values).build() for _ in range(n)] if prestart else []
         starting = [asyncio.ensure_future(start_cancel_safe(b)) for b in blanks]
         try:

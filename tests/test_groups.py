@@ -18,7 +18,7 @@ def _snapshot(tmp_path: Path, name: str) -> Snapshot:
     archive = tmp_path / f"{name}.tar"
     archive.write_bytes(b"x")
     return Snapshot(
-        id=name, backend="local", kind="archive", config=LocalSandboxConfig(), archive=str(archive)
+        id=name, backend="local", kind="diff", config=LocalSandboxConfig(), archive=str(archive)
     )
 
 

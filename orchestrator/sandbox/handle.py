@@ -117,6 +117,13 @@ class SandboxHandle(Protocol):
 
     async def info(self) -> dict[str, Any]: ...
 
+    @property
+    def rpc(self) -> Any:
+        """The agent's RPC client (``fs.diff`` / ``fs.apply`` stream through it)."""
+        ...
+
+    async def close_session(self, session: str = "default") -> bool: ...
+
     async def run(
         self,
         command: str,

@@ -56,6 +56,8 @@ MIN_WORKERS = 4
 #: requests moves to a worker (a cancel or another request then waits at most this long)
 INLINE_WAIT = 0.005
 MAX_WORKERS = 256
+#: methods whose request is followed by a stream of data chunks from the host
+UPLOAD_METHODS = ("tar.put", "fs.apply")
 
 
 class RpcError(Exception):
@@ -1154,6 +1156,8 @@ class Agent(object):
             "search": self.m_search,
             "tar.get": self.m_tar_get,
             "tar.put": self.m_tar_put,
+            "fs.diff": lambda rid, params: fs_diff(self, rid, params),
+            "fs.apply": self.m_fs_apply,
             "shutdown": self.m_shutdown,
         }
         self.inline = {"ping", "cancel", "info"}
@@ -1291,7 +1295,7 @@ class Agent(object):
             if len(self.seen_order) > SEEN_IDS:
                 self.seen.discard(self.seen_order.popleft())
             self.running[rid] = None
-        if method == "tar.put":
+        if method in UPLOAD_METHODS:
             self.uploads[rid] = queue.Queue(maxsize=64)
         if method in self.inline:
             self.execute(rid, method, params)
@@ -1862,6 +1866,17 @@ class Agent(object):
             source.drain()
         return {"members": count, "bytes": source.total, "dest": dest}
 
+    def m_fs_apply(self, rid, params):
+        with self.state_lock:
+            q = self.uploads.get(rid)
+        if q is None:
+            raise RpcError(-32600, "InvalidRequest", "upload %r has no data channel" % (rid,))
+        source = _QueueReader(q)
+        try:
+            return fs_apply(self, rid, params, source)
+        finally:
+            source.drain()
+
     def _upload_data(self, rid, msg):
         with self.state_lock:
             q = self.uploads.get(rid)
@@ -2281,6 +2296,566 @@ def tcp_handshake(conn, secret, timeout=5.0):
         return True
     except OSError:
         return False
+
+
+# --------------------------------------------------------------------------------------------
+# fork: what changed in the filesystem since the sandbox started (fs.diff), and putting it into
+# another sandbox of the same image (fs.apply). Host side: orchestrator/sandbox/fork.py.
+
+#: never walked nor written: the kernel's trees and the host's channel mount
+FS_SKIP = ("/proc", "/sys", "/dev", "/.agentic-rollout")
+#: seconds before the start that still count as "changed": dockerd writes the container's init
+#: files a moment before it starts it, and a file's ctime comes from the kernel's coarse clock
+#: (up to a tick behind ``time.time()``). An entry in the margin is carried: too much, never
+#: too little.
+FS_MARGIN = 2.0
+FS_MAX_ENTRIES = 1000000
+#: a member path longer than this is refused (PATH_MAX)
+FS_MAX_PATH = 4096
+#: pax header of the archive's first member: JSON {changed directory: [its entry names]}
+FS_DIRS_HEADER = "AGENTIC.dirs"
+_FS_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _unescape_mount(field):
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out += field[i : i + 1]
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def _fs_excluded(include, private):
+    """Paths whose trees are neither walked nor written: FS_SKIP, the agent's own directory,
+    and every mount point but ``/``, writable tmpfs mounts and writable mounts under
+    ``include`` (the work directory: a volume on a read-only root, an emptyDir in a pod).
+    A host bind mount (a channel, ``/etc/hosts``, a shared host path) is never touched."""
+    excluded = set(FS_SKIP)
+    excluded.add(private)
+    carried = []
+    root_writable = True
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        fields = line.split(b" ")
+        try:
+            sep = fields.index(b"-")
+            point = _unescape_mount(fields[4])
+            writable = b"rw" in fields[5].split(b",")
+            fstype = fields[sep + 1]
+        except (ValueError, IndexError):
+            continue
+        if point == "/":
+            root_writable = writable
+            continue
+        if writable and (
+            fstype == b"tmpfs" or any(point == i or point.startswith(i + "/") for i in include)
+        ):
+            carried.append(point)
+        else:
+            excluded.add(point)
+    carried = [p for p in carried if not any(p == x or p.startswith(x + "/") for x in excluded)]
+    # a read-only root cannot change: only the carried mounts are walked
+    return excluded, (["/"] if root_writable else carried)
+
+
+def _pid1_start():
+    """Wall-clock start of the container's first process (the pod's command where the agent
+    was started later over exec), or None."""
+    try:
+        with open("/proc/1/stat", "rb") as f:
+            ticks = int(f.read().rsplit(b")", 1)[1].split()[19])
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(ln.split()[1]) for ln in f if ln.startswith(b"btime "))
+        return btime + ticks / float(os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _join(d, name):
+    return ("" if d == "/" else d) + "/" + name
+
+
+def fs_changes(since_ns, excluded, max_bytes, roots=("/",)):
+    """(entries [(path, lstat)], {changed dir: [names]}, bytes): every entry whose ctime is at
+    or after ``since_ns`` (a content, mode, owner or link change; ctime cannot be set by a
+    user), parents before children. Symlinks are never followed, excluded trees never
+    entered. Over ``max_bytes`` of regular files (apparent size) raises ArchiveTooLarge."""
+    entries = []
+    dirs = {}
+    total = 0
+    changed_dirs = set()
+    stack = []
+    for top in sorted(set(roots), reverse=True):  # stack: popped shallowest first
+        try:
+            st = os.lstat(top)
+        except OSError:
+            continue
+        if st.st_ctime_ns >= since_ns:
+            entries.append((top, st))
+            changed_dirs.add(top)
+        stack.append(top)
+    while stack:
+        d = stack.pop()
+        names = []
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue  # vanished or unreadable meanwhile
+        with it:
+            for e in it:
+                names.append(e.name)
+                p = _join(d, e.name)
+                if p in excluded:
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                is_dir = stat_mod.S_ISDIR(st.st_mode)
+                if is_dir:
+                    stack.append(p)
+                if st.st_ctime_ns < since_ns:
+                    continue
+                if is_dir:
+                    changed_dirs.add(p)
+                elif stat_mod.S_ISREG(st.st_mode):
+                    total += st.st_size
+                    if total > max_bytes:
+                        raise RpcError(
+                            -32001,
+                            "ArchiveTooLarge",
+                            "the files changed since the start hold more than %s (passed it at "
+                            "%s after %d entries, %s)"
+                            % (_size(max_bytes), _size(total), len(entries), p),
+                            {"path": p, "bytes": total, "limit": max_bytes},
+                        )
+                entries.append((p, st))
+                if len(entries) > FS_MAX_ENTRIES:
+                    raise RpcError(
+                        -32001,
+                        "ArchiveTooLarge",
+                        "more than %d entries changed since the start" % FS_MAX_ENTRIES,
+                    )
+        if d in changed_dirs:
+            dirs[d] = names
+    return entries, dirs, total
+
+
+class _ExactReader(object):
+    """Exactly ``size`` bytes of an open file for tarfile: a file that shrank meanwhile is
+    padded with zeros, one that grew is cut (the archive's header said ``size``)."""
+
+    def __init__(self, fd, size):
+        self.fd = fd
+        self.left = size
+
+    def read(self, n=-1):
+        if n < 0 or n > self.left:
+            n = self.left
+        if n <= 0:
+            return b""
+        data = os.read(self.fd, min(n, 1 << 20)) if self.fd is not None else b""
+        if not data:
+            data = bytes(min(n, 1 << 20))
+        self.left -= len(data)
+        return data
+
+
+def fs_diff(agent, rid, params):
+    import json
+    import tarfile
+
+    include = _param(params, "include", list, [])
+    max_bytes = _param(params, "max_bytes", int, required=True)
+    since = _param(params, "since", (int, float), None)
+    if not all(isinstance(i, str) and i.startswith("/") for i in include):
+        raise invalid_params("parameter 'include' must be a list of absolute paths")
+    if since is None:
+        first = _pid1_start()
+        since = min(agent.started, first if first is not None else agent.started) - FS_MARGIN
+    since_ns = int(since * 1e9)
+    t0 = time.time()
+    excluded, roots = _fs_excluded([os.path.normpath(i) for i in include], agent.root)
+    entries, dirs, total = fs_changes(since_ns, excluded, max_bytes, roots)
+    walked = time.time()
+    header = json.dumps(dirs, separators=(",", ":"))
+    sink = _ChunkSink(agent, rid)
+    skipped = []
+    links = {}
+    sent = 0
+    with tarfile.open(
+        fileobj=sink,
+        mode="w|",
+        format=tarfile.PAX_FORMAT,
+        encoding="utf-8",
+        errors="surrogateescape",
+    ) as tar:
+        first = True
+        for path, st in entries:
+            info = tarfile.TarInfo(path.lstrip("/") or ".")
+            info.mode = stat_mod.S_IMODE(st.st_mode)
+            info.uid, info.gid = st.st_uid, st.st_gid
+            info.mtime = st.st_mtime
+            info.uname = info.gname = ""
+            # to the nanosecond (the ustar field holds whole seconds): make and friends compare
+            info.pax_headers = {"mtime": "%d.%09d" % divmod(st.st_mtime_ns, 10**9)}
+            mode = st.st_mode
+            fd = None
+            if first:
+                info.pax_headers[FS_DIRS_HEADER] = header
+            try:
+                if stat_mod.S_ISDIR(mode):
+                    info.type = tarfile.DIRTYPE
+                elif stat_mod.S_ISLNK(mode):
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = os.readlink(path)
+                elif stat_mod.S_ISFIFO(mode):
+                    info.type = tarfile.FIFOTYPE
+                elif stat_mod.S_ISREG(mode):
+                    key = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and key in links:
+                        info.type = tarfile.LNKTYPE
+                        info.linkname = links[key]
+                    else:
+                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                            raise OSError(errno.EINVAL, "no longer a regular file")
+                        links[key] = info.name
+                        info.size = st.st_size
+                        sent += st.st_size
+                else:  # devices and sockets: a fork is files
+                    skipped.append(path)
+                    continue
+            except OSError:
+                if fd is not None:
+                    os.close(fd)
+                skipped.append(path)  # vanished or changed kind meanwhile
+                continue
+            try:
+                tar.addfile(info, _ExactReader(fd, info.size) if fd is not None else None)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+            first = False
+        if first:  # nothing changed: the header still travels, on the root's entry
+            info = tarfile.TarInfo(".")
+            info.type = tarfile.DIRTYPE
+            info.mode = stat_mod.S_IMODE(os.lstat("/").st_mode)
+            info.pax_headers = {FS_DIRS_HEADER: header, "AGENTIC.only-header": "1"}
+            tar.addfile(info)
+    sink.flush()
+    return {
+        "entries": len(entries) - len(skipped),
+        "bytes": sent,
+        "dirs": len(dirs),
+        "skipped": skipped[:100],
+        "skipped_count": len(skipped),
+        "since": since,
+        "stream_bytes": sink.total,
+        "walk_s": round(walked - t0, 4),
+        "stream_s": round(time.time() - walked, 4),
+    }
+
+
+def _unsafe(message):
+    return RpcError(-32602, "UnsafeArchive", message)
+
+
+class _Applier(object):
+    """Writes fs.diff members under ``/`` without ever following a symlink: every path is
+    opened one component at a time (O_NOFOLLOW) from ``/``; nothing is created, replaced or
+    removed in an excluded tree (the kernel's, the agent's, a mount not carried); a removal
+    never crosses into another filesystem. What a crafted stream can do is what a command in
+    this sandbox could do to its own files."""
+
+    def __init__(self, excluded, max_bytes):
+        self.excluded = excluded
+        self.max_bytes = max_bytes
+        self.total = 0
+        self.root = os.open("/", _FS_DIR_FLAGS)
+        self.root_dev = os.fstat(self.root).st_dev
+        self.cached = None  # (directory path, fd): members come grouped by directory
+        self.written = set()  # regular files made here: the only hard link sources
+        self.dirs = []  # (path, member): attributes set at the end, deepest first
+        self.skipped = 0
+        self.count = 0
+        self.owner = (os.geteuid(), os.getegid())
+        self.owners_not_kept = 0
+
+    def chown(self, m, target, dfd=None):
+        """The source's owner, where this sandbox may give it: without CAP_CHOWN (sandboxes
+        drop every capability) a file stays ours, as it would have been in the parent."""
+        if (m.uid, m.gid) == self.owner:
+            return
+        try:
+            if dfd is None:
+                os.fchown(target, m.uid, m.gid)
+            else:
+                os.chown(target, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+        except PermissionError:
+            self.owners_not_kept += 1
+
+    def close(self):
+        self._uncache()
+        os.close(self.root)
+
+    def _uncache(self):
+        if self.cached is not None:
+            os.close(self.cached[1])
+            self.cached = None
+
+    def _check(self, path):
+        p = path
+        while p != "/":
+            if p in self.excluded:
+                raise _unsafe(
+                    "archive member %r is inside %s, which a fork never writes" % (path, p)
+                )
+            p = os.path.dirname(p)
+
+    @staticmethod
+    def path_of(name):
+        if name in (".", "./", ""):
+            return "/"
+        if len(name) > FS_MAX_PATH or "\0" in name:
+            raise _unsafe("archive member name is too long or holds NUL")
+        parts = name.split("/")
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise _unsafe("archive member %r is not a plain relative path" % (name,))
+        return "/" + name
+
+    def open_dir(self, path):
+        """An fd of directory ``path`` (the caller must not close it: cached)."""
+        if self.cached is not None and self.cached[0] == path:
+            return self.cached[1]
+        self._uncache()
+        fd = os.dup(self.root)
+        try:
+            for part in path.strip("/").split("/") if path != "/" else []:
+                nfd = os.open(part, _FS_DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _unsafe(
+                    "archive member's directory %s is a symlink or not a directory here" % path
+                )
+            raise
+        self.cached = (path, fd)
+        return fd
+
+    def _lstat(self, dfd, name):
+        try:
+            return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def remove(self, dfd, name, path, st):
+        if path in self.excluded:
+            return False
+        if stat_mod.S_ISDIR(st.st_mode):
+            sub = os.open(name, _FS_DIR_FLAGS, dir_fd=dfd)
+            try:
+                dev = os.fstat(sub).st_dev
+                if dev != st.st_dev:
+                    return False
+                empty = True
+                for e in os.scandir(sub):
+                    est = os.stat(e.name, dir_fd=sub, follow_symlinks=False)
+                    if est.st_dev != dev:
+                        empty = False
+                        continue
+                    if not self.remove(sub, e.name, _join(path, e.name), est):
+                        empty = False
+            finally:
+                os.close(sub)
+            if empty:
+                try:
+                    os.rmdir(name, dir_fd=dfd)
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY:  # a mount point: stays
+                        raise
+                    return False
+            return empty
+        os.unlink(name, dir_fd=dfd)
+        return True
+
+    def whiteout(self, dirs):
+        """Remove what each changed directory of the source no longer holds."""
+        for d in sorted(dirs):
+            names = dirs[d]
+            if not isinstance(d, str) or not isinstance(names, list):
+                raise _unsafe("malformed directory list in the archive header")
+            path = self.path_of(d.lstrip("/") or ".")
+            keep = set(names)
+            try:
+                self._check(path)
+                dfd = self.open_dir(path)
+            except (FileNotFoundError, RpcError):
+                continue  # made by the members, or not ours to clean
+            present = [e.name for e in os.scandir(dfd)]
+            for name in present:
+                if name in keep:
+                    continue
+                st = self._lstat(dfd, name)
+                if st is not None:
+                    self.remove(dfd, name, _join(path, name), st)
+
+    def member(self, tar, m):
+
+        path = self.path_of(m.name)
+        self.count += 1
+        if self.count > FS_MAX_ENTRIES:
+            raise _unsafe("archive holds more than %d members" % FS_MAX_ENTRIES)
+        # devices are not carried (a fork is files; tarfile's isdev() counts FIFOs too)
+        if not (m.isdir() or m.isreg() or m.issym() or m.islnk() or m.isfifo()):
+            self.skipped += 1
+            return
+        if path == "/":
+            if m.isdir():
+                self.dirs.append((path, m))
+            return
+        self._check(path)
+        parent, name = os.path.split(path)
+        dfd = self.open_dir(parent)
+        st = self._lstat(dfd, name)
+        if m.isdir():
+            if st is not None and not stat_mod.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=dfd)
+                st = None
+            if st is None:
+                os.mkdir(name, 0o700, dir_fd=dfd)
+            self.dirs.append((path, m))
+            return
+        if st is not None:
+            if not self.remove(dfd, name, path, st):
+                raise _unsafe("cannot replace %s: it holds a mount point" % path)
+            dfd = self.open_dir(parent)
+        if m.isreg():
+            self.total += m.size
+            if self.total > self.max_bytes:
+                raise RpcError(
+                    -32001,
+                    "ArchiveTooLarge",
+                    "archive passed max_bytes (%s)" % _size(self.max_bytes),
+                )
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                0o600,
+                dir_fd=dfd,
+            )
+            try:
+                src = tar.extractfile(m)
+                while True:
+                    block = src.read(1 << 20)
+                    if not block:
+                        break
+                    if block.count(0) == len(block):  # a hole stays a hole
+                        os.lseek(fd, len(block), os.SEEK_CUR)
+                    else:
+                        view = memoryview(block)
+                        while view:
+                            view = view[os.write(fd, view) :]
+                os.ftruncate(fd, m.size)
+                self.chown(m, fd)
+                os.fchmod(fd, m.mode & 0o7777)
+                os.utime(fd, ns=(int(m.mtime * 1e9), int(m.mtime * 1e9)))
+            finally:
+                os.close(fd)
+            self.written.add(path)
+            return
+        if m.islnk():
+            source = self.path_of(m.linkname)
+            if source not in self.written:
+                raise _unsafe(
+                    "hard link %r points at %r, not a file of this archive" % (m.name, m.linkname)
+                )
+            sparent, sname = os.path.split(source)
+            sfd = os.dup(self.open_dir(sparent))
+            try:
+                dfd = self.open_dir(parent)
+                os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+            finally:
+                os.close(sfd)
+            return
+        if m.issym():
+            os.symlink(m.linkname, name, dir_fd=dfd)
+        else:
+            os.mkfifo(name, m.mode & 0o7777, dir_fd=dfd)
+            os.chmod(name, m.mode & 0o7777, dir_fd=dfd)
+        self.chown(m, name, dfd)
+        ns = int(m.mtime * 1e9)
+        os.utime(name, ns=(ns, ns), dir_fd=dfd, follow_symlinks=False)
+
+    def finish(self):
+        """Directory attributes, deepest first (their contents changed their mtimes)."""
+        for path, m in reversed(self.dirs):
+            self._uncache()
+            try:
+                fd = self.open_dir(path)
+            except (OSError, RpcError):
+                continue
+            self.chown(m, fd)
+            os.fchmod(fd, m.mode & 0o7777)
+            ns = int(m.mtime * 1e9)
+            os.utime(fd, ns=(ns, ns))
+
+
+def fs_apply(agent, rid, params, source):
+    import json
+    import tarfile
+
+    include = _param(params, "include", list, [])
+    max_bytes = _param(params, "max_bytes", int, required=True)
+    if not all(isinstance(i, str) and i.startswith("/") for i in include):
+        raise invalid_params("parameter 'include' must be a list of absolute paths")
+    applier = _Applier(
+        _fs_excluded([os.path.normpath(i) for i in include], agent.root)[0], max_bytes
+    )
+    try:
+        with tarfile.open(
+            fileobj=source,
+            mode="r|",
+            encoding="utf-8",
+            errors="surrogateescape",
+            bufsize=1 << 20,
+        ) as tar:
+            m = tar.next()
+            if m is None:
+                raise RpcError(-32602, "InvalidArchive", "the fork archive is empty")
+            try:
+                dirs = json.loads(m.pax_headers.get(FS_DIRS_HEADER, "{}"))
+            except ValueError:
+                raise _unsafe("the archive's directory list is not JSON")
+            if not isinstance(dirs, dict):
+                raise _unsafe("the archive's directory list is not an object")
+            applier.whiteout(dirs)
+            while m is not None:
+                if m.pax_headers.get("AGENTIC.only-header") != "1":
+                    applier.member(tar, m)
+                m = tar.next()
+        applier.finish()
+    except tarfile.TarError as exc:
+        raise RpcError(-32602, "InvalidArchive", "fork archive is not a valid tar stream: %s" % exc)
+    finally:
+        applier.close()
+    return {
+        "members": applier.count,
+        "bytes": applier.total,
+        "skipped": applier.skipped,
+        "owners_not_kept": applier.owners_not_kept,
+    }
 
 
 if __name__ == "__main__":
