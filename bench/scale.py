@@ -638,6 +638,27 @@ def table_lines(results: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return lines
 
 
+def run_live_from_args(args: Any) -> dict[str, Any]:
+    """The live mode for parsed :func:`live_arguments` (plus ``image``), then a sweep once the
+    loop's threads are done: a start interrupted in a thread may create its container after
+    its level's own sweep."""
+    try:
+        result: dict[str, Any] = asyncio.run(
+            run_live(
+                tuple(args.sandboxes),
+                rounds=args.rounds,
+                think=args.think,
+                image=args.image,
+                max_seconds=args.max_seconds,
+            )
+        )
+    finally:
+        late = sweep(RUN_IDS)
+        if late:
+            print(f"removed {late} containers left by an interrupted level", file=sys.stderr)
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m bench.scale --sandboxes 64 128``: the live mode without the CLI, so a checkout
     of older code can be measured by this bench (``PYTHONPATH=<this bench's root>:<old code>``)."""
@@ -661,20 +682,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.sandboxes:
         p.error("--sandboxes N [N ...] is required (or --table)")
-    try:
-        result = asyncio.run(
-            run_live(
-                tuple(args.sandboxes),
-                rounds=args.rounds,
-                think=args.think,
-                image=args.image,
-                max_seconds=args.max_seconds,
-            )
-        )
-    finally:
-        late = sweep(RUN_IDS)
-        if late:
-            print(f"removed {late} containers left by an interrupted level", file=sys.stderr)
+    result = run_live_from_args(args)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

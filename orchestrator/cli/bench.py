@@ -138,20 +138,7 @@ def _scale_arguments(p: argparse.ArgumentParser) -> None:
 def _scale(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     scale = load("scale")
     if args.sandboxes:
-        try:
-            live: dict[str, Any] = asyncio.run(
-                scale.run_live(
-                    tuple(args.sandboxes),
-                    rounds=args.rounds,
-                    think=args.think,
-                    image=args.image,
-                    max_seconds=args.max_seconds,
-                )
-            )
-        finally:
-            # once the loop's threads are done: a start interrupted in a thread may create its
-            # container after its level's own sweep
-            scale.sweep(scale.RUN_IDS)
+        live: dict[str, Any] = scale.run_live_from_args(args)
         return live, scale.live_summary_lines(live)
     result: dict[str, Any] = asyncio.run(
         scale.run(
