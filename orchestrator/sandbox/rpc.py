@@ -255,8 +255,9 @@ class RpcClient:
             await self._send({"id": rid, "method": method, "params": params}, method, cap)
             return await self._wait(rid, fut, method, timeout)
         finally:
-            self._pending.pop(rid, None)
-            self._chunk_handlers.pop(rid, None)
+            if rid not in self._waiters:  # else a retry with this id still waits for the reply
+                self._pending.pop(rid, None)
+                self._chunk_handlers.pop(rid, None)
             self.latencies.append((method, time.perf_counter() - started))
 
     async def upload(
