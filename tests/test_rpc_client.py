@@ -71,3 +71,22 @@ def test_backend_selection_errors_are_specific() -> None:
         sandbox_config(type="no.such.module:Config")
     cfg = sandbox_config(type="orchestrator.sandbox.local:LocalSandboxConfig")
     assert cfg.type == "local"
+
+
+async def test_a_retry_with_the_same_id_gets_the_reply_when_the_first_caller_is_cancelled(
+    local_sandbox: LocalSandbox,
+) -> None:
+    rpc = local_sandbox.rpc
+    rid = rpc.new_id()
+    params = {"command": "sleep 0.5; echo once", "timeout": 10}
+    first = asyncio.create_task(rpc.call("session.run", params, request_id=rid))
+    await asyncio.sleep(0.1)
+    retry = asyncio.create_task(rpc.call("session.run", params, request_id=rid, timeout=5))
+    await asyncio.sleep(0.1)
+    first.cancel()
+    result = await retry
+    assert result["output"] == "once\n"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # nobody waits any more: nothing is kept per call
+    assert not rpc._waiters and rid not in rpc._pending

@@ -168,6 +168,10 @@ class RpcClient:
         self._ids = itertools.count(1)
         self._issued = 0
         self._pending: dict[str, asyncio.Future[Any]] = {}
+        #: id -> wake-ups of the callers waiting on that id's reply, called at once when it
+        #: arrives: a done-callback on the future would cost one more event-loop iteration
+        #: (a scheduled callback, then the caller's step) per call
+        self._waiters: dict[str, list[Callable[[], None]]] = {}
         self._chunk_handlers: dict[str, ChunkHandler] = {}
         #: id -> [method, replies still due, reply cap]: sent requests not yet answered, kept
         #: after a timeout or a cancelled caller so the late reply is recognised as honest
@@ -251,8 +255,9 @@ class RpcClient:
             await self._send({"id": rid, "method": method, "params": params}, method, cap)
             return await self._wait(rid, fut, method, timeout)
         finally:
-            self._pending.pop(rid, None)
-            self._chunk_handlers.pop(rid, None)
+            if rid not in self._waiters:  # else a retry with this id still waits for the reply
+                self._pending.pop(rid, None)
+                self._chunk_handlers.pop(rid, None)
             self.latencies.append((method, time.perf_counter() - started))
 
     async def upload(
@@ -348,17 +353,21 @@ class RpcClient:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
 
-            def wake(_: object = None) -> None:
+            def wake() -> None:
                 if not waiter.done():
                     waiter.set_result(None)
 
-            fut.add_done_callback(wake)
+            waiters = self._waiters.setdefault(rid, [])
+            waiters.append(wake)
             timer = loop.call_later(timeout, wake)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                fut.remove_done_callback(wake)
+                if wake in waiters:
+                    waiters.remove(wake)
+                    if not waiters and self._waiters.get(rid) is waiters:
+                        del self._waiters[rid]
         if fut.done():
             return fut.result()
         # the deadline passed: cancel it in the sandbox too
@@ -535,6 +544,11 @@ class RpcClient:
             fut.set_result(msg["result"])
         else:
             fut.set_exception(remote_error_from_wire(error))
+        self._wake(rid)
+
+    def _wake(self, rid: str) -> None:
+        for wake in self._waiters.pop(rid, ()):
+            wake()
 
     def _stray(self, rid: str, chunk: bool) -> str:
         """What a frame for an id with no reply due is: a second reply, or pure invention."""
@@ -608,6 +622,10 @@ class RpcClient:
             if not fut.done():
                 fut.set_exception(_copy(exc))
         self._pending.clear()
+        for wakes in list(self._waiters.values()):
+            for wake in wakes:
+                wake()
+        self._waiters.clear()
 
 
 def _copy(exc: SandboxConnectionError) -> SandboxConnectionError:

@@ -425,6 +425,19 @@ def direct_children(pid):
         return frozenset(p for p, row in _proc_table().items() if row[0] == pid)
 
 
+def read_children(fd):
+    """The pids in an open ``/proc/<pid>/task/<pid>/children``: one pread at offset 0 (the
+    kernel regenerates the list for each read there) instead of open + read + close."""
+    raw = os.pread(fd, 65536, 0)
+    if len(raw) == 65536:  # a long list: read on, the kernel keeps the offsets consistent
+        while True:
+            more = os.pread(fd, 65536, len(raw))
+            if not more:
+                break
+            raw += more
+    return frozenset(int(p) for p in raw.split())
+
+
 def command_processes(root, old_children=frozenset(), sid=None):
     """(pid, pgid) of the processes a command under ``root`` created.
 
@@ -747,6 +760,9 @@ class Session(object):
         self.guard = guard
         safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)
         self.dir = os.path.join(root, "s-%s" % safe)
+        self.cmd_file = os.path.join(self.dir, "cmd")
+        #: bash's ``children`` file kept open: read once per command (see read_children)
+        self.children_fd = None
         self.proc = None
         self.seq = 0
         self.token = b""
@@ -804,7 +820,7 @@ class Session(object):
             "builtin set -m",
             "builtin echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
             "__ag_state=%s" % _sh_quote(self.state_file),
-            "__ag_c=%s" % _sh_quote(os.path.join(self.dir, "cmd")),
+            "__ag_c=%s" % _sh_quote(self.cmd_file),
             '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
             # each command (the per-call line expands "${__ag[@]}" into `builtin eval <this>`)
             # and the EXIT trap: inline code, not a function, so the state save's `declare -f`
@@ -826,9 +842,30 @@ class Session(object):
     def _alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def _children(self):
+        """The session's jobs (bash's direct children) as of now."""
+        pid = self.proc.pid
+        if self.children_fd is None:
+            try:
+                self.children_fd = os.open(
+                    "/proc/%d/task/%d/children" % (pid, pid), os.O_RDONLY | os.O_CLOEXEC
+                )
+            except OSError:
+                return direct_children(pid)  # no such file (an old kernel): the slow way
+        try:
+            return read_children(self.children_fd)
+        except (OSError, ValueError):
+            return direct_children(pid)
+
     def close(self):
         proc = self.proc
         self.proc = None
+        fd, self.children_fd = self.children_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if proc is not None:
             # the whole session: background jobs and their orphans included
             kill_tree(proc.pid, frozenset(), {os.getpgid(0)}, sid=proc.pid)
@@ -870,7 +907,7 @@ class Session(object):
         """Write the command file, drop a killed fork bomb's output, send the wrapper line."""
         self.seq += 1
         self.cancel.clear()
-        cmd_file = os.path.join(self.dir, "cmd")
+        cmd_file = self.cmd_file
         # the prefix only when the last command left traps or xtrace to restore: parsing and
         # running it is a quarter of bash's work for a trivial command
         prefix = _PREFIX.encode() if self.restore else b""
@@ -880,7 +917,7 @@ class Session(object):
         except OSError:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             _write_file(cmd_file, text)
-        call = _Call(self.seq, timeout, cap, cmd_file, direct_children(self.proc.pid))
+        call = _Call(self.seq, timeout, cap, cmd_file, self._children())
         if self.guard is not None:
             # a bomb left by an earlier command is killed before this one starts
             call.refused_before = self.guard.check()
