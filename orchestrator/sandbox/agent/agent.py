@@ -894,14 +894,35 @@ class Session(object):
 
     def _run(self, command, timeout, cap):
         restarted = False
-        if not self._alive():
-            restarted = self.proc is not None
-            self.close()
-            self._start(None)
-        call = self._begin(command, timeout, cap)
-        self._wait(call)
+        for attempt in (0, 1):
+            if not self._alive():
+                restarted = self.proc is not None
+                self.close()
+                self._start(None)
+            call = self._begin(command, timeout, cap)
+            self._wait(call)
+            # bash was already dying (killed from outside, e.g. `kill -9 -1` in another
+            # session, whose SIGKILL lands after this call's liveness check) and never read
+            # the command's whole line: it provably did not run, so it runs in a fresh bash
+            if attempt or not call.ended or call.stopping or not self._line_unread():
+                break
         restarted_now = self._settle(call)
         return self._result(call, restarted or restarted_now)
+
+    def _line_unread(self):
+        """True when bash did not read the last wrapper line to its newline (FIONREAD on our
+        write end counts what the reader has not taken; nothing else is written after it).
+        bash reads a whole line before it parses any of it, so such a line never ran; a
+        SIGKILL landing in bash's one-byte read can leave it one byte in."""
+        import fcntl
+        import struct
+        import termios
+
+        try:
+            buf = fcntl.ioctl(self.proc.stdin.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return False
+        return struct.unpack("i", buf)[0] > 0
 
     def _begin(self, command, timeout, cap):
         """Write the command file, drop a killed fork bomb's output, send the wrapper line."""
@@ -929,12 +950,9 @@ class Session(object):
             )
             self.flooded = None
         call.oom_before = oom_baseline()
-        self._send(
-            (
-                # short: bash reads a line from a pipe one byte (one syscall) at a time
-                '__ag_seq=%d;"${__ag[@]}"\n' % self.seq
-            ).encode()
-        )
+        # short: bash reads a line from a pipe one byte (one syscall) at a time
+        line = ('__ag_seq=%d;"${__ag[@]}"\n' % self.seq).encode()
+        self._send(line)
         return call
 
     def _wait(self, call):
