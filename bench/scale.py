@@ -457,6 +457,19 @@ def sweep(run_ids: Sequence[str]) -> int:
     return found
 
 
+async def _start_cancel_safe(sandbox: Any) -> Any:
+    """The runner's cancel-safe start (a level past its wall limit is cancelled while the
+    backend still creates containers in threads: waited for and removed, never leaked). Looked
+    up when used: the old code this bench also measures (210400e) named it privately."""
+    from orchestrator import runner
+
+    names = ("start_cancel_safe", "_start_cancel_safe")
+    safe: Callable[[Any], Awaitable[Any]] = next(
+        getattr(runner, n) for n in names if hasattr(runner, n)
+    )
+    return await safe(sandbox)
+
+
 async def live_level(
     n: int,
     *,
@@ -489,7 +502,7 @@ async def live_level(
         used0 = _mem_used()
         t0 = time.perf_counter()
         with _meter(sandboxes) as meter:
-            await asyncio.gather(*(s.start() for s in sandboxes))
+            await asyncio.gather(*(_start_cancel_safe(s) for s in sandboxes))
         result["start_wall_s"] = time.perf_counter() - t0
         if isinstance(meter, sysstat.SystemMeter):
             result.update(_split(meter, n, "start_cpu"))
