@@ -409,18 +409,12 @@ def _proc_table():
 def direct_children(pid):
     """The pids whose parent is ``pid`` (one small read where the kernel offers it)."""
     try:
-        # os.open/os.read: three syscalls where open() makes eight (it runs once per command)
+        # os.open: open() adds fstat, ioctl and lseek (the fallback when a session keeps no fd)
         fd = os.open("/proc/%d/task/%d/children" % (pid, pid), os.O_RDONLY | os.O_CLOEXEC)
         try:
-            raw = b""
-            while True:
-                more = os.read(fd, 65536)
-                if not more:
-                    break
-                raw += more
+            return read_children(fd)
         finally:
             os.close(fd)
-        return frozenset(int(p) for p in raw.split())
     except OSError:
         return frozenset(p for p, row in _proc_table().items() if row[0] == pid)
 
