@@ -231,12 +231,21 @@ async def capture_sessions(sandbox: SandboxHandle, names: Sequence[str]) -> list
 async def restore_sessions(sandbox: SandboxHandle, sessions: Sequence[SessionState]) -> None:
     """Create each session in ``sandbox`` with the captured cwd and env."""
     for s in sessions:
-        result = await sandbox.run("builtin true", session=s.name, cwd=s.cwd, env=s.env, timeout=60)
-        if not result.ok:
-            raise ForkError(
-                f"{sandbox.describe()}: session {s.name!r} could not be restored in {s.cwd}: "
-                f"{result.output[-300:]}"
-            )
+        await _in_session(
+            sandbox, s.name, "builtin true", f"be restored in {s.cwd}", cwd=s.cwd, env=s.env
+        )
+
+
+async def _in_session(
+    sandbox: SandboxHandle, name: str, command: str, what: str, **kwargs: Any
+) -> None:
+    """Run a fork's set-up ``command`` in session ``name``; ForkError saying it could not
+    ``what`` unless it succeeded."""
+    result = await sandbox.run(command, session=name, timeout=60, **kwargs)
+    if not result.ok:
+        raise ForkError(
+            f"{sandbox.describe()}: session {name!r} could not {what}: {result.output[-300:]}"
+        )
 
 
 def _include(sandbox: SandboxHandle, info: dict[str, Any]) -> list[str]:
@@ -411,21 +420,12 @@ async def _open_sessions(
     for s in sessions:
         if s.name in existing:
             await child.close_session(s.name)
-        result = await child.run("builtin true", session=s.name, cwd="/", env=s.env, timeout=60)
-        if not result.ok:
-            raise ForkError(
-                f"{child.describe()}: session {s.name!r} could not be made: {result.output[-300:]}"
-            )
+        await _in_session(child, s.name, "builtin true", "be made", cwd="/", env=s.env)
 
 
 async def _enter_cwds(child: SandboxHandle, sessions: Sequence[SessionState]) -> None:
     for s in sessions:
-        result = await child.run(f"builtin cd -- {shlex.quote(s.cwd)}", session=s.name, timeout=60)
-        if not result.ok:
-            raise ForkError(
-                f"{child.describe()}: session {s.name!r} could not enter {s.cwd}: "
-                f"{result.output[-300:]}"
-            )
+        await _in_session(child, s.name, f"builtin cd -- {shlex.quote(s.cwd)}", f"enter {s.cwd}")
 
 
 async def _diff_to_file(
