@@ -67,14 +67,23 @@ async def test_non_regular_files_are_refused_by_file_primitives(box: Any) -> Non
 async def test_background_fork_bomb_is_killed_and_the_next_output_is_clean(box: Any) -> None:
     r = await box.run(":(){ :|:& };:", timeout=10)
     assert r.exit_code == 0  # returns at once: the bomb runs in the background
-    for _ in range(300):  # the agent's watchdog sees the pids limit hit within a second or so
-        if (await box.info())["pids_guard_kills"] >= 1:
-            break
-        await asyncio.sleep(0.1)
-    r = await box.run("echo clean")
-    assert r.output == "clean\n", r.output
-    assert r.note is not None and "pids limit reached (128 processes): killed" in r.note, r
-    assert "of session 'default'" in r.note and "bytes of their output were discarded" in r.note
+    if r.note is None:
+        # the watchdog sees the pids limit hit within a second or so, kills the bomb and tells
+        # the session, whose next command drops the bomb's output
+        for _ in range(300):
+            if (await box.info())["pids_guard_kills"] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        r = await box.run("echo clean")
+        assert r.output == "clean\n", r.output
+        assert r.note is not None and "pids limit reached (128 processes): killed" in r.note, r
+        assert "of session 'default'" in r.note and "bytes of their output were discarded" in r.note
+    else:
+        # or the limit was hit before the command's own result was made: the bomb is killed
+        # then, its output after the marker is this command's, and the next one is clean
+        assert "pids limit reached (128 processes) during this command: killed" in r.note, r
+        r = await box.run("echo clean")
+        assert r.output == "clean\n" and r.note is None, r
     r = await box.run("sleep 1; echo still-clean; ps -e --no-headers | wc -l")
     lines = r.output.split()
     assert lines[0] == "still-clean" and int(lines[1]) < 10, r.output
@@ -88,6 +97,42 @@ async def test_foreground_fork_bomb_ends_with_a_note(box: Any) -> None:
     assert r.note is not None and r.note.startswith("pids limit reached (128 processes)"), r
     r = await box.run("echo clean")
     assert r.output == "clean\n" and r.note is None, r
+
+
+FORKER = """
+import os, time
+n = 0
+while True:
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(100)
+        os._exit(0)
+    n += 1
+print("forked", n)
+"""
+
+
+async def test_jobs_killed_at_the_pids_limit_are_reported_in_their_command_not_the_next(
+    box: Any,
+) -> None:
+    """A command fills the pids limit and leaves jobs behind: the agent kills them when the
+    command ends, and bash's report of the jobs it lost ("Killed sleep 100"), which bash prints
+    only when it reads its next line, is this command's output, never the next command's."""
+    await box.write_file("/tmp/forker.py", FORKER)
+    r = await box.run("sleep 100 & sleep 101 & python3 /tmp/forker.py", timeout=60)
+    assert r.note is not None, r
+    assert "pids limit reached (128 processes) during this command: killed" in r.note, r
+    lines = r.output.splitlines()
+    assert lines[0].startswith("forked "), r.output
+    killed = [x for x in lines if "Killed" in x]
+    assert any("sleep 100" in x for x in killed) and any("sleep 101" in x for x in killed), lines
+    r = await box.run("echo clean")
+    assert r.output == "clean\n" and r.note is None, r
+    r = await box.run("jobs; ps -e --no-headers | wc -l")
+    assert int(r.output.split()[-1]) < 10, r.output  # nothing of it is left
 
 
 async def test_wrapper_is_invisible_to_user_traps_and_xtrace(box: Any) -> None:

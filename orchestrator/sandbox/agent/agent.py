@@ -736,6 +736,9 @@ _SUFFIX = (
 #: defines ``:``, and a wrapper calling ``:`` would start it again before every command
 
 
+_NO_ANSWER = "; bash did not answer after the kill: the session was restarted (state restored)"
+
+
 class Session(object):
     """A named bash process whose cwd, env and functions persist across commands.
 
@@ -761,6 +764,8 @@ class Session(object):
         self.seq = 0
         self.token = b""
         self.restarts = 0
+        self.flushes = 0  # markers sent by _flush (numbered: a late one never matches)
+        self.unsent = False  # the last wrapper line met EPIPE: bash never got it
         self.cancel = threading.Event()
         #: set by the pids guard when it killed this session's processes: their output still
         #: in the pipe is dropped before the next command, which starts clean
@@ -831,7 +836,9 @@ class Session(object):
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
-            pass  # bash died; the read loop notices
+            # bash died; the read loop notices. EPIPE: bash had closed its stdin already (it
+            # was exiting), so this line provably never reached it (see _line_unread)
+            self.unsent = True
 
     def _alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -907,7 +914,10 @@ class Session(object):
         """True when bash did not read the last wrapper line to its newline (FIONREAD on our
         write end counts what the reader has not taken; nothing else is written after it).
         bash reads a whole line before it parses any of it, so such a line never ran; a
-        SIGKILL landing in bash's one-byte read can leave it one byte in."""
+        SIGKILL landing in bash's one-byte read can leave it one byte in. A write that met
+        EPIPE (bash had already closed its end: it was exiting) left nothing to count."""
+        if self.unsent:
+            return True
         import fcntl
         import struct
         import termios
@@ -932,20 +942,26 @@ class Session(object):
         except OSError:
             os.makedirs(self.dir, mode=0o700, exist_ok=True)
             _write_file(cmd_file, text)
-        call = _Call(self.seq, timeout, cap, cmd_file, self._children())
+        refused_before, guard_mark, notes = None, 0, []
         if self.guard is not None:
             # a bomb left by an earlier command is killed before this one starts
-            call.refused_before = self.guard.check()
-            call.guard_mark = self.guard.kills
+            refused_before = self.guard.check()
+            guard_mark = self.guard.kills
         if self.flooded is not None:
-            dropped = len(_drain(self.proc.stdout.fileno()))
-            call.notes.append(
-                "%s; %d bytes of their output were discarded" % (self.flooded, dropped)
+            flooded, self.flooded = self.flooded, None
+            dropped = []  # sizes only: what they print is not kept
+            answered = self._flush(lambda data: dropped.append(len(data)))
+            notes.append(
+                "%s; %d bytes of their output were discarded%s"
+                % (flooded, sum(dropped), "" if answered else _NO_ANSWER)
             )
-            self.flooded = None
+        call = _Call(self.seq, timeout, cap, cmd_file, self._children())
+        call.refused_before, call.guard_mark = refused_before, guard_mark
+        call.notes += notes
         call.oom_before = oom_baseline()
         # short: bash reads a line from a pipe one byte (one syscall) at a time
         line = ('__ag_seq=%d;"${__ag[@]}"\n' % self.seq).encode()
+        self.unsent = False
         self._send(line)
         return call
 
@@ -1073,14 +1089,18 @@ class Session(object):
     def _result(self, call, restarted):
         oom = oom_since(call.oom_before, call.exit_code, call.ended or call.stopping)
         if self.guard is not None:
+            # under the guard's lock: a kill in progress (it may be what ended this command) is
+            # logged first, and the watchdog does not kill again what is ended here
             with self.guard.lock:
-                pass  # a kill in progress (it may be what ended this command) is logged first
-            note = self.guard.note_for(self.proc.pid if self.proc else None, call.guard_mark)
-            if note:
-                call.notes.append(note)
-                self.flooded = None  # reported here; what is left in the pipe is this call's
-            elif (self.guard.refused() or 0) > (call.refused_before or 0):
-                call.notes.append(self._end_leftovers(call))
+                note = self.guard.note_for(self.proc.pid if self.proc else None, call.guard_mark)
+                if note:
+                    call.notes.append(note)
+                    self.flooded = None  # reported here: what is left in the pipe is this call's
+                    if self._alive() and not self._flush(call.capture.feed):
+                        call.notes.append(_NO_ANSWER[2:])
+                elif (self.guard.refused() or 0) > (call.refused_before or 0):
+                    call.notes.append(self._end_leftovers(call))
+                    self.guard.seen = self.guard.refused()  # those refusals are accounted for
         output = call.capture.text()
         # bash names the sourced file in its messages ("<file>: line 1: 17 Killed  sleep 60")
         output = output.replace(call.cmd_file + ": ", "bash: ")
@@ -1105,19 +1125,63 @@ class Session(object):
             result["note"] = "; ".join(call.notes)
         return result
 
+    def _flush(self, sink, timeout=5.0):
+        """Pass ``sink`` all that is in bash's output pipe before bash next reads a command.
+
+        After a kill of processes sharing the pipe, what they printed is there, but bash
+        reports the jobs it lost ("line 3: 14 Killed ...") only after the next command it
+        reads: bash is sent a no-op, then a line printing a fresh marker, and everything
+        before that marker is passed on. A bash that does not answer in ``timeout`` is
+        restarted (the marker holds the session's token: it must never reach an output)."""
+        self.flushes += 1
+        mark = self.token + b"flush%d\n" % self.flushes
+        # bash reports lost jobs after the command it read next: a no-op first, then the marker
+        self._send(b"builtin true\nbuiltin printf '%s\\n' '" + mark[:-1] + b"'\n")
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        window = b""
+        while True:
+            left = deadline - time.monotonic()
+            ready = left > 0 and select.select([fd], [], [], left)[0]
+            data = os.read(fd, 1 << 16) if ready else b""
+            if not data:
+                break
+            buf = window + data
+            pos = buf.find(mark)
+            if pos >= 0:
+                sink(buf[:pos])
+                rest = buf[pos + len(mark) :]
+                if rest:
+                    sink(rest)  # a survivor of the kill still printing
+                return True
+            keep = max(0, len(buf) - len(mark))
+            sink(buf[:keep])
+            window = buf[keep:]
+        sink(window)
+        cwd = _proc_cwd(self.proc.pid) if self.proc is not None else None
+        self.close()
+        self._start(cwd)
+        return False
+
     def _end_leftovers(self, call):
         """The command hit the pids limit: what it left running (a fork bomb whose first
-        generation returned) is killed now rather than flooding the next command."""
-        left = []
+        generation returned) is killed now rather than flooding the next command (called with
+        the guard's lock held)."""
+        left, answered = [], True
         if self._alive():
             root = self.proc.pid
             left = command_processes(root, call.old_children, sid=root)
             if left:
                 kill_tree(root, call.old_children, {root, os.getpgid(0)}, sid=root)
+                # what they printed after this command's marker ("fork: retry" lines) and
+                # bash's report of the jobs killed belong to this command's output (capped
+                # as the rest), not to the next command's
+                answered = self._flush(call.capture.feed)
         what = "killed %d processes it left running" % len(left) if left else "some forks failed"
-        return "pids limit reached (%s processes) during this command: %s" % (
+        return "pids limit reached (%s processes) during this command: %s%s" % (
             self.guard.limit,
             what,
+            "" if answered else _NO_ANSWER,
         )
 
     def _interrupt(self, old_children):
