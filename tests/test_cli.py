@@ -113,6 +113,11 @@ def test_bench_suite_runs_end_to_end_and_plots(tmp_path: Path) -> None:
     for kind in ("editor", "search"):
         result, last = _bench(kind, "--rounds", "1", "--json", str(results / f"{kind}.json"))
         assert "min_speedup=" in last and result["files"] > 50  # type: ignore[operator]
+    races, last = _bench("races", "--rounds", "1")
+    assert last == "races_bad=0", races
+    assert sum(races["background_bomb"].values()) == 1  # type: ignore[attr-defined]
+    assert races["lost_jobs"] == {"reported": 1}
+    assert races["kill_minus_one"].get("lost", 0) == 0  # type: ignore[attr-defined]
     _, last = _bench("plots", "--results", str(results), "--out", str(tmp_path / "plots"))
     assert last.startswith("plots=5 ")
     for name in ("rpc", "startup", "scale", "editor", "search"):

@@ -102,6 +102,17 @@ def _soak(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
     return result, soak.summary_lines(result)
 
 
+def _races_arguments(p: argparse.ArgumentParser) -> None:
+    _image(p)
+    p.add_argument("--rounds", type=int, default=20, help="rounds of each scenario")
+
+
+def _races(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
+    races = load("races")
+    result: dict[str, Any] = asyncio.run(races.run(rounds=args.rounds, image=args.image))
+    return result, races.summary_lines(result)
+
+
 def _startup_arguments(p: argparse.ArgumentParser) -> None:
     _image(p)
     p.add_argument("--starts", type=int, default=7, help="sandbox starts")
@@ -220,6 +231,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         "many trajectories with random injected faults; counts lost, duplicated and leaked",
         _soak_arguments,
         _soak,
+    ),
+    "races": Benchmark(
+        "the agent's kill and flood races (fork bombs, jobs killed at the pids limit, "
+        "kill -9 -1), repeated; counts outputs that leaked into the next command",
+        _races_arguments,
+        _races,
     ),
     "fork": Benchmark(
         "fork of n from a sandbox whose setup took >= 10 s, beside n cold starts + n setups",
