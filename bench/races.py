@@ -24,8 +24,10 @@ from typing import Any
 
 from orchestrator.sandbox.docker import DockerSandboxConfig
 
+#: forks sleepers until the pids limit refuses one, then says how many (also used by the tests)
 FORKER = """
 import os, time
+n = 0
 while True:
     try:
         pid = os.fork()
@@ -34,6 +36,8 @@ while True:
     if pid == 0:
         time.sleep(100)
         os._exit(0)
+    n += 1
+print("forked", n)
 """
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.races import FORKER
 from orchestrator.exceptions import ArchiveTooLargeError, NotARegularFileError
 from tests.conftest import docker_config
 
@@ -99,28 +100,12 @@ async def test_foreground_fork_bomb_ends_with_a_note(box: Any) -> None:
     assert r.output == "clean\n" and r.note is None, r
 
 
-FORKER = """
-import os, time
-n = 0
-while True:
-    try:
-        pid = os.fork()
-    except OSError:
-        break
-    if pid == 0:
-        time.sleep(100)
-        os._exit(0)
-    n += 1
-print("forked", n)
-"""
-
-
 async def test_jobs_killed_at_the_pids_limit_are_reported_in_their_command_not_the_next(
     box: Any,
 ) -> None:
     """A command fills the pids limit and leaves jobs behind: the agent kills them when the
     command ends, and bash's report of the jobs it lost ("Killed sleep 100"), which bash prints
-    only when it reads its next line, is this command's output, never the next command's."""
+    only after the next command it reads, is this command's output, never the next command's."""
     await box.write_file("/tmp/forker.py", FORKER)
     r = await box.run("sleep 100 & sleep 101 & python3 /tmp/forker.py", timeout=60)
     assert r.note is not None, r
