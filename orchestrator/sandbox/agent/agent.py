@@ -1133,6 +1133,7 @@ class Session(object):
         reads: bash is sent a no-op, then a line printing a fresh marker, and everything
         before that marker is passed on. A bash that does not answer in ``timeout`` is
         restarted (the marker holds the session's token: it must never reach an output)."""
+        may_block()  # waits for bash (after a kill: rare): not on the request reader
         self.flushes += 1
         mark = self.token + b"flush%d\n" % self.flushes
         # bash reports lost jobs after the command it read next: a no-op first, then the marker
