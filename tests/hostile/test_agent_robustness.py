@@ -157,3 +157,37 @@ async def test_sparse_file_download_is_refused(box: Any, tmp_path: Path) -> None
         )
     assert sum(map(len, received)) < 1 << 20
     assert (await box.download("/tmp/small", tmp_path)).read_text() == "x\n"
+
+
+@pytest.mark.parametrize(
+    ("variable", "plant"),
+    [
+        ("__ag_c", "mkfifo"),  # the command file: the agent itself would block opening it
+        ("__ag_state", "mkfifo"),  # bash's saved state: bash blocks saving, and each restart
+        ("__ag_tf", "mkfifo"),  # sourced it again; the traps file: read/written every call
+        ("__ag_c", "ln -s /tmp/target"),  # a symlink would redirect the agent's writes
+        ("__ag_state", "mkdir"),
+    ],
+)
+async def test_a_command_cannot_wedge_the_session_through_the_wrappers_files(
+    box: Any, variable: str, plant: str
+) -> None:
+    """The wrapper's private files are reachable by the commands (same uid). A FIFO, symlink
+    or directory put in their place costs at most one timed-out call; the session then answers
+    normally, with no wrapper noise, and keeps its state (unless the command destroyed the
+    saved state itself); other sessions are never affected; no write goes through a link."""
+    await box.run("export KEEP=kept; echo original > /tmp/target")
+    keep = "" if variable == "__ag_state" else " kept"  # `rm "$__ag_state"` drops the state
+    r = await box.run(f'rm -f "${variable}"; {plant} "${variable}"; echo planted', timeout=3)
+    assert r.output in ("planted\n", ""), r
+    timed_out = int(r.timed_out)
+    for word in ("one", "two", "three"):
+        r = await asyncio.wait_for(box.run(f"echo {word} $KEEP", timeout=3), 30)
+        if r.timed_out:
+            timed_out += 1
+            continue
+        assert r.output in (f"{word} kept\n", f"{word}{keep}\n") and r.exit_code == 0, r
+    assert timed_out <= 1, f"{timed_out} calls timed out after {plant} {variable}"
+    assert r.output in ("three kept\n", f"three{keep}\n"), r
+    assert (await box.run("echo other", session="other", timeout=5)).output == "other\n"
+    assert (await box.read_text("/tmp/target")) == "original\n"

@@ -775,8 +775,35 @@ class Session(object):
     def state_file(self):
         return os.path.join(self.dir, "state")
 
+    @property
+    def traps_file(self):
+        return os.path.join(self.dir, "traps")
+
+    def sanitize(self):
+        """Put the session's private directory and files back in shape.
+
+        Commands run as our uid and can reach them: a FIFO put in place of the command file,
+        bash's saved state or its traps file would block us or bash on every later command
+        (and the state is sourced again at each restart), a symlink would redirect our writes.
+        Whatever is not a plain directory / regular file there is removed. Called where it
+        costs nothing per call: at each bash start, after a timed-out or cancelled command and
+        when writing the command file failed."""
+        for path, kind in ((self.dir, stat_mod.S_ISDIR),) + tuple(
+            (p, stat_mod.S_ISREG) for p in (self.cmd_file, self.state_file, self.traps_file)
+        ):
+            try:
+                if not kind(os.lstat(path).st_mode):
+                    _remove_path(path)
+            except OSError:
+                pass
+            if kind is stat_mod.S_ISDIR:
+                try:
+                    os.makedirs(path, mode=0o700, exist_ok=True)
+                except OSError:
+                    pass
+
     def _start(self, restore):
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.sanitize()
         cwd = self.cwd
         if restore is not None and os.path.isdir(restore):
             cwd = restore
@@ -809,7 +836,7 @@ class Session(object):
         done = (
             '__ag_rc=$?; __ag_r=${__ag_x-}; builtin test ! -s "$__ag_tf" || __ag_r=${__ag_r}t; '
             'builtin printf \'%s%%s:%%s:KIND:%%s\\n\' "$__ag_seq" "$__ag_rc" "$__ag_r"; '
-            '{ builtin export -p; builtin declare -f; } > "$__ag_state" 2>/dev/null'
+            '{ builtin export -p; builtin declare -f; } 2>/dev/null >"$__ag_state"'
         ) % self.token.decode()
         after = 'builtin . "$__ag_c" </dev/null; ' + done.replace("KIND", "")
         lines = []
@@ -820,7 +847,7 @@ class Session(object):
             "builtin echo 1000 > /proc/self/oom_score_adj 2>/dev/null",
             "__ag_state=%s" % _sh_quote(self.state_file),
             "__ag_c=%s" % _sh_quote(self.cmd_file),
-            '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(os.path.join(self.dir, "traps")),
+            '__ag_tf=%s; >"$__ag_tf"; __ag_x=' % _sh_quote(self.traps_file),
             # each command (the per-call line expands "${__ag[@]}" into `builtin eval <this>`)
             # and the EXIT trap: inline code, not a function, so the state save's `declare -f`
             # has nothing of ours to print and a user's `set -u` no unset "$2" to trip over
@@ -940,7 +967,7 @@ class Session(object):
         try:
             _write_file(cmd_file, text)
         except OSError:
-            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            self.sanitize()  # the directory is gone, or a command put something else there
             _write_file(cmd_file, text)
         refused_before, guard_mark, notes = None, 0, []
         if self.guard is not None:
@@ -1084,6 +1111,8 @@ class Session(object):
             return True
         if call.ended:
             self.close()  # the command exited the shell: a fresh one on next use
+        elif call.stopping:
+            self.sanitize()  # a FIFO in place of a wrapper file would hang every later command
         return False
 
     def _result(self, call, restarted):
@@ -1159,7 +1188,8 @@ class Session(object):
             sink(buf[:keep])
             window = buf[keep:]
         sink(window)
-        cwd = _proc_cwd(self.proc.pid) if self.proc is not None else None
+        # the state (env, functions) is restored even when bash's cwd cannot be read any more
+        cwd = (_proc_cwd(self.proc.pid) if self.proc is not None else None) or self.cwd
         self.close()
         self._start(cwd)
         return False
@@ -1194,14 +1224,29 @@ class Session(object):
 
 
 def _write_file(path, data):
-    """Write a small file in three syscalls (open() adds fstat, ioctl and lseek to each)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    """Write a small file in three syscalls (open() adds fstat, ioctl and lseek to each).
+
+    Our files are reachable by the commands (same uid): never through a symlink put in their
+    place (ELOOP) and never blocking on a FIFO (ENXIO when nobody reads it); the caller
+    clears the path (Session.sanitize) and writes again."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+    fd = os.open(path, flags, 0o600)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def _remove_path(path):
+    """Remove a file, FIFO, symlink (not its target) or directory tree."""
+    if stat_mod.S_ISDIR(os.lstat(path).st_mode):
+        import shutil  # rare path: not loaded at start-up
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        os.unlink(path)
 
 
 def _proc_cwd(pid):
