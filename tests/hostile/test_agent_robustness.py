@@ -167,6 +167,7 @@ async def test_sparse_file_download_is_refused(box: Any, tmp_path: Path) -> None
         ("__ag_tf", "mkfifo"),  # sourced it again; the traps file: read/written every call
         ("__ag_c", "ln -s /tmp/target"),  # a symlink would redirect the agent's writes
         ("__ag_state", "mkdir"),
+        ("__ag_state", 'rm -rf "$(dirname "$__ag_state")"; true'),  # the whole directory
     ],
 )
 async def test_a_command_cannot_wedge_the_session_through_the_wrappers_files(
