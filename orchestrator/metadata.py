@@ -200,12 +200,9 @@ class TypedMetadataModel(BaseModel):
         if "metadata" in data:
             own = data["metadata"]
             typed = self.field_of_key()
+            # the user's keys as the handler serialised them, the typed ones in their place
             data["metadata"] = {
-                key: (
-                    handler_value
-                    if (handler_value := own.get(key, _MISSING)) is not _MISSING
-                    else value
-                )
+                key: own.get(key, value)
                 for key, value in self.json_metadata().items()
                 if key in own or key in typed
             }
@@ -229,6 +226,3 @@ class TypedMetadataModel(BaseModel):
     def __setstate__(self, state: dict[Any, Any]) -> None:
         super().__setstate__(state)
         self._bind_metadata()
-
-
-_MISSING = object()

@@ -348,12 +348,6 @@ class _Fanout:
             if not self.stopped[i]:
                 await q.put(data)
 
-    def end(self) -> None:
-        for i, q in enumerate(self.queues):
-            if not self.stopped[i]:
-                with contextlib.suppress(asyncio.QueueFull):
-                    q.put_nowait(None)
-
     async def end_soon(self) -> None:
         for i, q in enumerate(self.queues):
             if not self.stopped[i]:

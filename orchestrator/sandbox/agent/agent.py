@@ -548,8 +548,12 @@ class PidsGuard(object):
                         if not reap_orphans():
                             break
                         time.sleep(0.01)
-            self.seen = self.refused()  # and the forks refused while we were killing
-            return self.seen
+            return self.account()  # and the forks refused while we were killing
+
+    def account(self):
+        """Take the forks refused so far as handled (their cause was killed); the count."""
+        self.seen = self.refused()
+        return self.seen
 
     def _kill_biggest(self):
         table = _proc_table()
@@ -1129,7 +1133,7 @@ class Session(object):
                         call.notes.append(_NO_ANSWER[2:])
                 elif (self.guard.refused() or 0) > (call.refused_before or 0):
                     call.notes.append(self._end_leftovers(call))
-                    self.guard.seen = self.guard.refused()  # those refusals are accounted for
+                    self.guard.account()  # the watchdog does not kill again what ended here
         output = call.capture.text()
         # bash names the sourced file in its messages ("<file>: line 1: 17 Killed  sleep 60")
         output = output.replace(call.cmd_file + ": ", "bash: ")
@@ -2526,6 +2530,16 @@ def _fs_excluded(include, private):
     return excluded, (["/"] if root_writable else carried)
 
 
+def _fs_scope(agent, params):
+    """(excluded trees, roots to walk, max_bytes) of an fs.diff / fs.apply request."""
+    include = _param(params, "include", list, [])
+    max_bytes = _param(params, "max_bytes", int, required=True)
+    if not all(isinstance(i, str) and i.startswith("/") for i in include):
+        raise invalid_params("parameter 'include' must be a list of absolute paths")
+    excluded, roots = _fs_excluded([os.path.normpath(i) for i in include], agent.root)
+    return excluded, roots, max_bytes
+
+
 def _pid1_start():
     """Wall-clock start of the container's first process (the pod's command where the agent
     was started later over exec), or None."""
@@ -2633,17 +2647,13 @@ def fs_diff(agent, rid, params):
     import json
     import tarfile
 
-    include = _param(params, "include", list, [])
-    max_bytes = _param(params, "max_bytes", int, required=True)
+    excluded, roots, max_bytes = _fs_scope(agent, params)
     since = _param(params, "since", (int, float), None)
-    if not all(isinstance(i, str) and i.startswith("/") for i in include):
-        raise invalid_params("parameter 'include' must be a list of absolute paths")
     if since is None:
         first = _pid1_start()
         since = min(agent.started, first if first is not None else agent.started) - FS_MARGIN
     since_ns = int(since * 1e9)
     t0 = time.time()
-    excluded, roots = _fs_excluded([os.path.normpath(i) for i in include], agent.root)
     entries, dirs, total = fs_changes(since_ns, excluded, max_bytes, roots)
     walked = time.time()
     header = json.dumps(dirs, separators=(",", ":"))
@@ -2871,7 +2881,6 @@ class _Applier(object):
                     self.remove(dfd, name, _join(path, name), st)
 
     def member(self, tar, m):
-
         path = self.path_of(m.name)
         self.count += 1
         if self.count > FS_MAX_ENTRIES:
@@ -2975,13 +2984,8 @@ def fs_apply(agent, rid, params, source):
     import json
     import tarfile
 
-    include = _param(params, "include", list, [])
-    max_bytes = _param(params, "max_bytes", int, required=True)
-    if not all(isinstance(i, str) and i.startswith("/") for i in include):
-        raise invalid_params("parameter 'include' must be a list of absolute paths")
-    applier = _Applier(
-        _fs_excluded([os.path.normpath(i) for i in include], agent.root)[0], max_bytes
-    )
+    excluded, _roots, max_bytes = _fs_scope(agent, params)
+    applier = _Applier(excluded, max_bytes)
     try:
         with tarfile.open(
             fileobj=source,
