@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.exceptions import SnapshotTooLargeError, UnsafeArchiveError
+from orchestrator.exceptions import InvalidParamsError, SnapshotTooLargeError, UnsafeArchiveError
 from orchestrator.sandbox.base import Sandbox
 from tests.conftest import docker_config, kube_config
 
@@ -238,3 +238,28 @@ async def test_hostile_parent_tree_stays_inside_the_children() -> None:
         assert (await parent.run("truncate -s 5G /opt/huge.bin")).ok
         with pytest.raises(SnapshotTooLargeError, match=r"/opt/huge\.bin.*max_snapshot_bytes"):
             await parent.fork(2, method="diff")
+
+
+async def test_a_bad_scope_is_refused_by_both_methods_and_the_agent_keeps_answering() -> None:
+    """fs.diff and fs.apply read their scope the same way: a relative ``include`` or a missing
+    ``max_bytes`` is a specific InvalidParamsError, nothing is walked or written, and the same
+    sandbox answers the next call."""
+    async with docker_config(workdir="/workspace").build() as box:
+
+        async def no_chunks() -> AsyncIterator[bytes]:
+            if False:  # pragma: no cover - an empty stream
+                yield b""
+
+        async def ignore(_: bytes) -> None:
+            return None
+
+        for params, message in (
+            ({"include": ["workspace"], "max_bytes": 1}, "'include' must be a list of absolute"),
+            ({"include": "/workspace", "max_bytes": 1}, "'include'"),
+            ({"include": ["/workspace"]}, "'max_bytes'"),
+        ):
+            with pytest.raises(InvalidParamsError, match=message):
+                await box.rpc.call("fs.diff", params, timeout=30, on_chunk=ignore)
+            with pytest.raises(InvalidParamsError, match=message):
+                await box.rpc.upload("fs.apply", params, no_chunks(), timeout=30)
+        assert (await box.run("echo alive")).output == "alive\n"
