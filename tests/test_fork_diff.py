@@ -171,9 +171,17 @@ async def _apply(child: Sandbox, data: bytes) -> Any:
     )
 
 
+# who pid 1 is (the agent) and what the channel mount holds; not its State, which is
+# "R" or "S" by chance depending on whether it is serving a call at that instant
+_AGENT_AND_CHANNEL = (
+    "grep -E '^(Name|Umask|Pid|PPid|Uid|Gid):' /proc/1/status; ls /.agentic-rollout 2>&1 | wc -l"
+)
+
+
 async def test_crafted_streams_cannot_write_outside_the_child() -> None:
     async with docker_config(workdir="/workspace").build() as child:
-        before = await child.run("cat /proc/1/status | head -3; ls /.agentic-rollout 2>&1 | wc -l")
+        before = await child.run(_AGENT_AND_CHANNEL)
+        assert "Name:\tpython3" in before.output and "Pid:\t1\n" in before.output
         unsafe = [
             # a symlink to the kernel's tree, then a file "through" it
             [
@@ -214,7 +222,7 @@ async def test_crafted_streams_cannot_write_outside_the_child() -> None:
         assert result["skipped"] == 1
         assert not await child.exists("/workspace/null")
         assert await child.read_text("/workspace/ok.txt") == "ok"
-        after = await child.run("cat /proc/1/status | head -3; ls /.agentic-rollout 2>&1 | wc -l")
+        after = await child.run(_AGENT_AND_CHANNEL)
         assert after.output == before.output  # the agent, /proc and the channel: untouched
         assert (await child.run("echo alive")).output.strip() == "alive"
 
