@@ -148,7 +148,7 @@ async def test_container_killed_mid_call_fails_pending_within_a_second(client: A
         t0 = time.monotonic()
         with pytest.raises(SandboxConnectionError):
             await sandbox.run("echo after")
-        assert time.monotonic() - t0 < 0.1
+        assert time.monotonic() - t0 < 1.0  # refused at once, not after a call timeout
     assert not _exists(client, sandbox.container_id)
 
 
