@@ -93,10 +93,13 @@ async def test_host_five_200mb_error_frames(evil: DockerSandbox, bystander: Any)
 async def test_host_error_frames_under_the_frame_limit_are_kept_clipped(
     evil: DockerSandbox,
 ) -> None:
+    # Written in the background, two seconds after the command's reply: the relay into the
+    # agent's stdout is 1 MiB at a time and not atomic, so a reply written meanwhile (the
+    # command's, were it still relaying when the command ends) would land inside a frame.
     frames = (
-        "python3 -c \"import sys; w = sys.stdout.buffer.write; m = b'y' * (20 << 20)\n"
+        "(sleep 2; python3 -c \"import sys; w = sys.stdout.buffer.write; m = b'y' * (20 << 20)\n"
         'for _ in range(5): w(b\'{\\"id\\":null,\\"error\\":{\\"message\\":\\"\'); w(m); '
-        "w(b'\\\"}}\\n')\" > .agent-out"
+        "w(b'\\\"}}\\n')\" > .agent-out) </dev/null >/dev/null 2>&1 &"
     )
     async with PeakRss() as rss:
         await evil.run(frames, timeout=60)
