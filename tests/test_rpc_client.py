@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
+from typing import NoReturn
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from orchestrator.exceptions import ConfigError, RpcTimeoutError, SandboxConnectionError
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.local import LocalSandbox
+from orchestrator.sandbox.rpc import LineFramer
 
 
 async def test_dead_agent_fails_every_pending_call_within_a_second(
@@ -90,3 +95,48 @@ async def test_a_retry_with_the_same_id_gets_the_reply_when_the_first_caller_is_
         await first
     # nobody waits any more: nothing is kept per call
     assert not rpc._waiters and rid not in rpc._pending
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _refuse(what: str) -> NoReturn:
+    raise _TooLarge(what)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=600), max_size=20),
+)
+def test_the_framer_gives_the_same_lines_however_the_stream_is_cut(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    framer = LineFramer(64, _refuse)
+    got: list[bytes] = []
+    edges = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    for a, b in itertools.pairwise(edges):
+        got += framer.feed(stream[a:b])
+    assert got == lines
+    assert framer.buffered == 0 and framer.parts == []
+
+
+@pytest.mark.parametrize(
+    ("chunks", "message"),
+    [
+        ([b"x" * 40, b"y" * 40], "sent more than 64 bytes without a newline (80 bytes buffered)"),
+        ([b"x" * 40, b"y" * 30 + b"\nok\n"], "sent a 70 bytes line"),
+        ([b"ok\n" + b"z" * 65 + b"\n"], "sent a 65 bytes line"),
+        ([b"ok\n" + b"z" * 65], "sent more than 64 bytes without a newline"),
+    ],
+)
+def test_the_framer_refuses_a_line_over_the_limit_complete_or_not(
+    chunks: list[bytes], message: str
+) -> None:
+    framer = LineFramer(64, _refuse)
+    with pytest.raises(_TooLarge) as info:
+        for chunk in chunks:
+            framer.feed(chunk)
+    assert str(info.value) == message

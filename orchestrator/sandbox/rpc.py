@@ -68,6 +68,52 @@ BATCH = 64
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+class LineFramer:
+    """Cuts the agent's byte stream into lines, none longer than ``max_frame`` bytes.
+
+    Chunks of a partial line are kept apart and joined once its newline arrives (a 1 MB reply
+    comes in dozens of chunks: appending to one bytes object would copy it over and over). A
+    line over the limit, complete or not, goes to ``too_large``, which raises.
+    """
+
+    __slots__ = ("buffered", "max_frame", "parts", "too_large")
+
+    def __init__(self, max_frame: int, too_large: Callable[[str], NoReturn]) -> None:
+        self.max_frame = max_frame
+        self.too_large = too_large
+        self.parts: list[bytes] = []
+        self.buffered = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The lines ``data`` completes, without their newlines."""
+        max_frame = self.max_frame
+        nl = data.find(b"\n")
+        if nl < 0:
+            self.buffered += len(data)
+            if self.buffered > max_frame:
+                self.too_large(
+                    f"sent more than {human_size(max_frame)} without a newline "
+                    f"({human_size(self.buffered)} buffered)"
+                )
+            self.parts.append(data)
+            return []
+        if self.buffered + nl > max_frame:
+            self.too_large(f"sent a {human_size(self.buffered + nl)} line")
+        if self.parts:
+            self.parts.append(data)
+            data = b"".join(self.parts)
+        *lines, rest = data.split(b"\n")
+        del data
+        self.parts = [rest] if rest else []
+        self.buffered = len(rest)
+        if self.buffered > max_frame:
+            self.too_large(f"sent more than {human_size(max_frame)} without a newline")
+        for line in lines:
+            if len(line) > max_frame:
+                self.too_large(f"sent a {human_size(len(line))} line")
+        return lines
+
+
 class RpcLimits(BaseModel):
     """Host-side bounds on what one sandbox may send (a ``limits`` field of every backend
     config). Defaults fit the in-sandbox agent's own caps with room to spare."""
@@ -388,12 +434,8 @@ class RpcClient:
         )
 
     async def _read_loop(self) -> None:
-        max_frame = self.limits.max_frame_bytes
         share, burst = self.limits.reader_cpu_share, self.limits.reader_burst_seconds
-        # chunks of a partial line, joined once its newline arrives (a 1 MB reply comes in
-        # dozens of chunks: appending to one bytes object would copy it over and over)
-        parts: list[bytes] = []
-        buffered = 0
+        framer = LineFramer(self.limits.max_frame_bytes, self._frame_too_large)
         clock = time.perf_counter
         # CPU budget: a token bucket refilled at ``share`` per second, holding at most
         # ``burst``; in debt, the reader stops reading until it is repaid. Billing costs two
@@ -406,47 +448,16 @@ class RpcClient:
                     break
                 t0 = clock()
                 credit = min(burst, credit + (t0 - last) * share)
-                nl = data.find(b"\n")
-                if nl < 0:
-                    buffered += len(data)
-                    if buffered > max_frame:
-                        self._violation(
-                            f"sent more than {human_size(max_frame)} without a newline "
-                            f"({human_size(buffered)} buffered)",
-                            "max_frame_bytes",
-                        )
-                    parts.append(data)
-                else:
-                    if buffered + nl > max_frame:
-                        self._violation(
-                            f"sent a {human_size(buffered + nl)} line", "max_frame_bytes"
-                        )
-                    if parts:
-                        parts.append(data)
-                        data = b"".join(parts)
-                    *lines, rest = data.split(b"\n")
-                    del data
-                    parts = [rest] if rest else []
-                    buffered = len(rest)
-                    if buffered > max_frame:
-                        self._violation(
-                            f"sent more than {human_size(max_frame)} without a newline",
-                            "max_frame_bytes",
-                        )
-                    for i, line in enumerate(lines, 1):
-                        if len(line) > max_frame:
-                            self._violation(
-                                f"sent a {human_size(len(line))} line", "max_frame_bytes"
-                            )
-                        await self._dispatch(line)
-                        if i % BATCH == 0:  # a burst of small frames: pay as it goes
-                            now = clock()
-                            credit -= now - t0
-                            self.reader_cpu_seconds += now - t0
-                            credit = await self._pause(credit, share) if credit < 0 else credit
-                            if credit >= 0:
-                                await asyncio.sleep(0)
-                            t0 = clock()
+                for i, line in enumerate(framer.feed(data), 1):
+                    await self._dispatch(line)
+                    if i % BATCH == 0:  # a burst of small frames: pay as it goes
+                        now = clock()
+                        credit -= now - t0
+                        self.reader_cpu_seconds += now - t0
+                        credit = await self._pause(credit, share) if credit < 0 else credit
+                        if credit >= 0:
+                            await asyncio.sleep(0)
+                        t0 = clock()
                 last = clock()
                 self.reader_cpu_seconds += last - t0
                 credit -= last - t0
@@ -476,6 +487,9 @@ class RpcClient:
         self.reader_paused_seconds += pause
         await asyncio.sleep(pause)
         return 0.0
+
+    def _frame_too_large(self, what: str) -> NoReturn:
+        self._violation(what, "max_frame_bytes")
 
     def _violation(self, what: str, limit: str | None = None) -> NoReturn:
         where = f"; limit {limit}" if limit else ""

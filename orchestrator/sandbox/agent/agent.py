@@ -1385,57 +1385,46 @@ class Agent(object):
                 self.handle_frame(line, reader, done)
 
     def handle_frame(self, line, reader=None, done=None):
-        try:
-            msg = json_loads(line.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            self.send(
-                {
-                    "id": None,
-                    "error": RpcError(
-                        -32700, "MalformedFrame", "frame is not valid UTF-8 JSON: %s" % exc
-                    ).to_wire(),
-                }
-            )
+        """One request frame: parse and check it, refuse a repeated id, then run it."""
+        request = self._parse_request(line)
+        if request is None:
             return
-        if not isinstance(msg, dict):
-            self.send(
-                {
-                    "id": None,
-                    "error": RpcError(
-                        -32600, "InvalidRequest", "frame must be a JSON object"
-                    ).to_wire(),
-                }
-            )
-            return
-        rid = msg.get("id")
-        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
-            self.send(
-                {
-                    "id": None,
-                    "error": RpcError(
-                        -32600, "InvalidRequest", "frame needs an 'id' (string or integer)"
-                    ).to_wire(),
-                }
-            )
-            return
+        rid, msg = request
         if "chunk" in msg or "eof" in msg:
             self._upload_data(rid, msg)
             return
         method = msg.get("method")
         params = msg.get("params", {})
         if not isinstance(method, str):
-            self.send(
-                {
-                    "id": rid,
-                    "error": RpcError(
-                        -32600, "InvalidRequest", "request needs a string 'method'"
-                    ).to_wire(),
-                }
-            )
+            self._reject(rid, -32600, "InvalidRequest", "request needs a string 'method'")
             return
         if not isinstance(params, dict):
             self.send({"id": rid, "error": invalid_params("'params' must be an object").to_wire()})
             return
+        if self._admit(rid):
+            self._dispatch(rid, method, params, reader, done)
+
+    def _reject(self, rid, code, name, message):
+        self.send({"id": rid, "error": RpcError(code, name, message).to_wire()})
+
+    def _parse_request(self, line):
+        """(id, frame) of a well-formed frame; None after answering a malformed one."""
+        try:
+            msg = json_loads(line.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            self._reject(None, -32700, "MalformedFrame", "frame is not valid UTF-8 JSON: %s" % exc)
+            return None
+        if not isinstance(msg, dict):
+            self._reject(None, -32600, "InvalidRequest", "frame must be a JSON object")
+            return None
+        rid = msg.get("id")
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            self._reject(None, -32600, "InvalidRequest", "frame needs an 'id' (string or integer)")
+            return None
+        return rid, msg
+
+    def _admit(self, rid):
+        """Record a new request id; a repeated one is answered here and never run twice."""
         with self.state_lock:
             if rid in self.seen:
                 cached = self.replies.get(rid)
@@ -1452,12 +1441,16 @@ class Agent(object):
                     )
                 if cached is not None:
                     self._write_raw(cached)
-                return  # running: its one reply answers both
+                return False  # running: its one reply answers both
             self.seen.add(rid)
             self.seen_order.append(rid)
             if len(self.seen_order) > SEEN_IDS:
                 self.seen.discard(self.seen_order.popleft())
             self.running[rid] = None
+            return True
+
+    def _dispatch(self, rid, method, params, reader, done):
+        """Run inline (cheap methods; a session.run likely to end soon) or on a worker."""
         if method in UPLOAD_METHODS:
             self.uploads[rid] = queue.Queue(maxsize=64)
         if method in self.inline:
