@@ -292,7 +292,7 @@ _REAP_NOW = threading.Event()
 
 
 #: per thread: what to call before this thread may block for long (an inline call that is
-#: still holding the request reader hands it to a worker first; see Agent.handle_frame)
+#: still holding the request reader hands it to a worker first; see Agent._dispatch)
 _TL = threading.local()
 
 
