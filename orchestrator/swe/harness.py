@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from orchestrator.exceptions import TaskError
 from orchestrator.sandbox import sandbox_config
 from orchestrator.sandbox.base import Sandbox
+from orchestrator.sandbox.handle import CommandResult
 from orchestrator.swe.grading import (
     END_TEST_OUTPUT,
     START_TEST_OUTPUT,
@@ -199,19 +200,7 @@ async def _evaluate_in(
         if not applied:
             return result(f"model patch does not apply: {out.strip()[-500:]}")
     entry["patch_successfully_applied"] = bool(model_patch)
-    # the instance's test files go back to base_commit, then the test patch goes on
-    for test_file in task.test_files:
-        q = shlex.quote(test_file)
-        await sb.run(
-            f"cd {wd} && if git cat-file -e {shlex.quote(task.base_commit)}:{q} 2>/dev/null; "
-            f"then git checkout {shlex.quote(task.base_commit)} -- {q}; else rm -f {q}; fi",
-            session="eval",
-            timeout=60,
-        )
-    await sb.write_file(f"{EVAL_DIR}/test.patch", task.test_patch)
-    test_apply = await sb.run(
-        f"cd {wd} && git apply --verbose {EVAL_DIR}/test.patch", session="eval", timeout=120
-    )
+    test_apply = await _put_test_patch(sb, task, wd)
     log.append(test_apply.output)
     if not test_apply.ok:
         return result(
@@ -252,6 +241,24 @@ async def _evaluate_in(
         patch_applied=bool(model_patch),
         fail_to_pass=fraction(tests, "FAIL_TO_PASS"),
         pass_to_pass=fraction(tests, "PASS_TO_PASS"),
+    )
+
+
+async def _put_test_patch(sb: Sandbox, task: SWETask, wd: str) -> CommandResult:
+    """The instance's test files go back to base_commit (whatever the model did to them),
+    then the test patch goes on."""
+    base = shlex.quote(task.base_commit)
+    for test_file in task.test_files:
+        q = shlex.quote(test_file)
+        await sb.run(
+            f"cd {wd} && if git cat-file -e {base}:{q} 2>/dev/null; "
+            f"then git checkout {base} -- {q}; else rm -f {q}; fi",
+            session="eval",
+            timeout=60,
+        )
+    await sb.write_file(f"{EVAL_DIR}/test.patch", task.test_patch)
+    return await sb.run(
+        f"cd {wd} && git apply --verbose {EVAL_DIR}/test.patch", session="eval", timeout=120
     )
 
 

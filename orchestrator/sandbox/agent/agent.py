@@ -1642,16 +1642,20 @@ class Agent(object):
             fn()
         return {"cancelled": fn is not None}
 
-    def m_exec(self, rid, params):
+    def _exec_argv(self, params):
+        """An exec request's argv: 'argv' as given, or 'command' run by the shell."""
         argv = params.get("argv")
         command = params.get("command")
         if argv is not None:
             if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
                 raise invalid_params("parameter 'argv' must be a non-empty list of strings")
-        elif isinstance(command, str):
-            argv = [self.shell if os.path.exists(self.shell) else "/bin/sh", "-c", command]
-        else:
-            raise invalid_params("exec needs 'argv' (list of strings) or 'command' (string)")
+            return argv
+        if isinstance(command, str):
+            return [self.shell if os.path.exists(self.shell) else "/bin/sh", "-c", command]
+        raise invalid_params("exec needs 'argv' (list of strings) or 'command' (string)")
+
+    def m_exec(self, rid, params):
+        argv = self._exec_argv(params)
         timeout = _timeout_param(params)
         cap = _max_output_param(params)
         cwd = _param(params, "cwd", str, None)
@@ -1684,30 +1688,7 @@ class Agent(object):
         with self.state_lock:
             self.running[rid] = cancel.set
         out, err = Capture(cap), Capture(cap)
-        fds = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-        timed_out = cancelled = False
-        deadline = started + timeout
-        while fds:
-            if cancel.is_set() or time.monotonic() >= deadline:
-                cancelled = cancel.is_set()
-                timed_out = not cancelled
-                kill_tree(proc.pid, frozenset(), {os.getpgid(0)}, sid=proc.pid)
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                for fd, cap_ in fds.items():
-                    cap_.feed(_drain(fd))
-                break
-            ready, _, _ = select.select(
-                list(fds), [], [], min(0.25, max(0.0, deadline - time.monotonic()))
-            )
-            for fd in ready:
-                data = os.read(fd, 1 << 20)
-                if data:
-                    fds[fd].feed(data)
-                else:
-                    del fds[fd]
+        timed_out, cancelled = _pump_exec(proc, out, err, started + timeout, cancel)
         code = proc.wait()
         forget(proc)
         proc.stdout.close()
@@ -1916,16 +1897,8 @@ class Agent(object):
                 fnmatch.fnmatch(name, g) or fnmatch.fnmatch(rel, g) for g in include
             ):
                 continue
-            try:
-                with open_regular(path, os.O_RDONLY) as f:
-                    if os.fstat(f.fileno()).st_size > max_file:
-                        continue
-                    raw = f.read()
-            except RpcError as exc:
-                if exc.type == "NotARegularFile":  # a FIFO, socket or device: never read
-                    skipped.append({"path": path, "kind": exc.data["kind"]})
-                continue
-            except OSError:
+            raw = _read_for_search(path, max_file, skipped)
+            if raw is None:
                 continue
             scanned += 1
             if b"\0" in raw[:8192]:
@@ -2663,50 +2636,19 @@ def fs_diff(agent, rid, params):
     ) as tar:
         first = True
         for path, st in entries:
-            info = tarfile.TarInfo(path.lstrip("/") or ".")
-            info.mode = stat_mod.S_IMODE(st.st_mode)
-            info.uid, info.gid = st.st_uid, st.st_gid
-            info.mtime = st.st_mtime
-            info.uname = info.gname = ""
-            # to the nanosecond (the ustar field holds whole seconds): make and friends compare
-            info.pax_headers = {"mtime": "%d.%09d" % divmod(st.st_mtime_ns, 10**9)}
-            mode = st.st_mode
-            fd = None
+            entry = _diff_entry(path, st, links)
+            if entry is None:
+                skipped.append(path)
+                continue
+            info, fd = entry
             if first:
                 info.pax_headers[FS_DIRS_HEADER] = header
-            try:
-                if stat_mod.S_ISDIR(mode):
-                    info.type = tarfile.DIRTYPE
-                elif stat_mod.S_ISLNK(mode):
-                    info.type = tarfile.SYMTYPE
-                    info.linkname = os.readlink(path)
-                elif stat_mod.S_ISFIFO(mode):
-                    info.type = tarfile.FIFOTYPE
-                elif stat_mod.S_ISREG(mode):
-                    key = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and key in links:
-                        info.type = tarfile.LNKTYPE
-                        info.linkname = links[key]
-                    else:
-                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-                        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                            raise OSError(errno.EINVAL, "no longer a regular file")
-                        links[key] = info.name
-                        info.size = st.st_size
-                        sent += st.st_size
-                else:  # devices and sockets: a fork is files
-                    skipped.append(path)
-                    continue
-            except OSError:
-                if fd is not None:
-                    os.close(fd)
-                skipped.append(path)  # vanished or changed kind meanwhile
-                continue
             try:
                 tar.addfile(info, _ExactReader(fd, info.size) if fd is not None else None)
             finally:
                 if fd is not None:
                     os.close(fd)
+            sent += info.size
             first = False
         if first:  # nothing changed: the header still travels, on the root's entry
             info = tarfile.TarInfo(".")
@@ -2726,6 +2668,93 @@ def fs_diff(agent, rid, params):
         "walk_s": round(walked - t0, 4),
         "stream_s": round(time.time() - walked, 4),
     }
+
+
+def _read_for_search(path, max_file, skipped):
+    """A file's bytes for content search; None for one over ``max_file``, unreadable, or not
+    a regular file (a FIFO blocks, a device never ends: those are added to ``skipped``)."""
+    try:
+        with open_regular(path, os.O_RDONLY) as f:
+            if os.fstat(f.fileno()).st_size > max_file:
+                return None
+            return f.read()
+    except RpcError as exc:
+        if exc.type == "NotARegularFile":
+            skipped.append({"path": path, "kind": exc.data["kind"]})
+        return None
+    except OSError:
+        return None
+
+
+def _pump_exec(proc, out, err, deadline, cancel):
+    """Read an exec'd process's stdout and stderr into ``out`` and ``err`` until both end; at
+    the deadline or on cancel, kill its process tree and keep what it had written. Returns
+    (timed_out, cancelled)."""
+    fds = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    while fds:
+        if cancel.is_set() or time.monotonic() >= deadline:
+            cancelled = cancel.is_set()
+            kill_tree(proc.pid, frozenset(), {os.getpgid(0)}, sid=proc.pid)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            for fd, capture in fds.items():
+                capture.feed(_drain(fd))
+            return not cancelled, cancelled
+        ready, _, _ = select.select(
+            list(fds), [], [], min(0.25, max(0.0, deadline - time.monotonic()))
+        )
+        for fd in ready:
+            data = os.read(fd, 1 << 20)
+            if data:
+                fds[fd].feed(data)
+            else:
+                del fds[fd]
+    return False, False
+
+
+def _diff_entry(path, st, links):
+    """(tar header, open file or None) of one changed path; None for what a fork does not
+    carry (devices, sockets) and for a path that vanished or changed kind meanwhile. A regular
+    file seen before under another name (``links``: (dev, inode) -> name) is a hard link."""
+    import tarfile
+
+    info = tarfile.TarInfo(path.lstrip("/") or ".")
+    info.mode = stat_mod.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.mtime = st.st_mtime
+    info.uname = info.gname = ""
+    # to the nanosecond (the ustar field holds whole seconds): make and friends compare
+    info.pax_headers = {"mtime": "%d.%09d" % divmod(st.st_mtime_ns, 10**9)}
+    mode = st.st_mode
+    fd = None
+    try:
+        if stat_mod.S_ISDIR(mode):
+            info.type = tarfile.DIRTYPE
+        elif stat_mod.S_ISLNK(mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.readlink(path)
+        elif stat_mod.S_ISFIFO(mode):
+            info.type = tarfile.FIFOTYPE
+        elif stat_mod.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                info.type = tarfile.LNKTYPE
+                info.linkname = links[key]
+            else:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(errno.EINVAL, "no longer a regular file")
+                links[key] = info.name
+                info.size = st.st_size
+        else:  # devices and sockets: a fork is files
+            return None
+    except OSError:
+        if fd is not None:
+            os.close(fd)
+        return None
+    return info, fd
 
 
 def _unsafe(message):
@@ -2903,52 +2932,11 @@ class _Applier(object):
                 raise _unsafe("cannot replace %s: it holds a mount point" % path)
             dfd = self.open_dir(parent)
         if m.isreg():
-            self.total += m.size
-            if self.total > self.max_bytes:
-                raise RpcError(
-                    -32001,
-                    "ArchiveTooLarge",
-                    "archive passed max_bytes (%s)" % _size(self.max_bytes),
-                )
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                0o600,
-                dir_fd=dfd,
-            )
-            try:
-                src = tar.extractfile(m)
-                while True:
-                    block = src.read(1 << 20)
-                    if not block:
-                        break
-                    if block.count(0) == len(block):  # a hole stays a hole
-                        os.lseek(fd, len(block), os.SEEK_CUR)
-                    else:
-                        view = memoryview(block)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                os.ftruncate(fd, m.size)
-                self.chown(m, fd)
-                os.fchmod(fd, m.mode & 0o7777)
-                os.utime(fd, ns=(int(m.mtime * 1e9), int(m.mtime * 1e9)))
-            finally:
-                os.close(fd)
+            self.extract_file(tar, m, name, dfd)
             self.written.add(path)
             return
         if m.islnk():
-            source = self.path_of(m.linkname)
-            if source not in self.written:
-                raise _unsafe(
-                    "hard link %r points at %r, not a file of this archive" % (m.name, m.linkname)
-                )
-            sparent, sname = os.path.split(source)
-            sfd = os.dup(self.open_dir(sparent))
-            try:
-                dfd = self.open_dir(parent)
-                os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
-            finally:
-                os.close(sfd)
+            self.hard_link(m, name, parent)
             return
         if m.issym():
             os.symlink(m.linkname, name, dir_fd=dfd)
@@ -2958,6 +2946,56 @@ class _Applier(object):
         self.chown(m, name, dfd)
         ns = int(m.mtime * 1e9)
         os.utime(name, ns=(ns, ns), dir_fd=dfd, follow_symlinks=False)
+
+    def extract_file(self, tar, m, name, dfd):
+        """A regular file of the archive, created (never opened through a link) in ``dfd``;
+        runs of zeros become holes."""
+        self.total += m.size
+        if self.total > self.max_bytes:
+            raise RpcError(
+                -32001,
+                "ArchiveTooLarge",
+                "archive passed max_bytes (%s)" % _size(self.max_bytes),
+            )
+        fd = os.open(
+            name,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+            dir_fd=dfd,
+        )
+        try:
+            src = tar.extractfile(m)
+            while True:
+                block = src.read(1 << 20)
+                if not block:
+                    break
+                if block.count(0) == len(block):  # a hole stays a hole
+                    os.lseek(fd, len(block), os.SEEK_CUR)
+                else:
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view) :]
+            os.ftruncate(fd, m.size)
+            self.chown(m, fd)
+            os.fchmod(fd, m.mode & 0o7777)
+            os.utime(fd, ns=(int(m.mtime * 1e9), int(m.mtime * 1e9)))
+        finally:
+            os.close(fd)
+
+    def hard_link(self, m, name, parent):
+        """A hard link, only to a file this archive wrote (never to one already there)."""
+        source = self.path_of(m.linkname)
+        if source not in self.written:
+            raise _unsafe(
+                "hard link %r points at %r, not a file of this archive" % (m.name, m.linkname)
+            )
+        sparent, sname = os.path.split(source)
+        sfd = os.dup(self.open_dir(sparent))
+        try:
+            dfd = self.open_dir(parent)
+            os.link(sname, name, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+        finally:
+            os.close(sfd)
 
     def finish(self):
         """Directory attributes, deepest first (their contents changed their mtimes)."""
