@@ -1424,7 +1424,8 @@ class Agent(object):
         return rid, msg
 
     def _admit(self, rid):
-        """Record a new request id; a repeated one is answered here and never run twice."""
+        """Record a new request id. A repeated one never runs twice: a finished one gets its
+        cached reply (or DuplicateRequest once evicted), a running one its one reply later."""
         with self.state_lock:
             if rid in self.seen:
                 cached = self.replies.get(rid)
@@ -2949,7 +2950,7 @@ class _Applier(object):
 
     def extract_file(self, tar, m, name, dfd):
         """A regular file of the archive, created (never opened through a link) in ``dfd``;
-        runs of zeros become holes."""
+        a 1 MiB block of zeros becomes a hole."""
         self.total += m.size
         if self.total > self.max_bytes:
             raise RpcError(
