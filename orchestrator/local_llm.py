@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from orchestrator.exceptions import ConfigError
 
@@ -41,6 +42,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class OwnedPopen(subprocess.Popen[bytes]):
+    """A ``Popen`` that does not leave its child behind when interrupted while starting it.
+
+    ``Popen`` forks, then waits for the child's exec; a signal handler that raises (the CLI
+    turns SIGTERM into an exception) can interrupt that wait. The child then runs on, but
+    ``Popen()`` raised, so no caller holds it and nothing would ever stop it. Here the child
+    is killed and reaped before the exception goes on.
+    """
+
+    def __init__(self, args: list[str], **kwargs: Any) -> None:
+        try:
+            super().__init__(args, **kwargs)
+        except BaseException:
+            if getattr(self, "pid", None) is not None and self.returncode is None:
+                self.kill()
+                self.wait()
+            raise
 
 
 class LlamaServer:
@@ -75,33 +95,35 @@ class LlamaServer:
         self._log = os.open(
             self.log_path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
         )
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(self.model),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--n_ctx",
-                str(self.n_ctx),
-                "--model_alias",
-                MODEL_ALIAS,
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=self._log,
-            start_new_session=True,
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--model_alias",
+            MODEL_ALIAS,
+        ]
         try:
+            self._proc = OwnedPopen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=self._log,
+                start_new_session=True,
+            )
             self._wait_ready()
         except BaseException:
             # its own session (a terminal's Ctrl-C does not reach it): whatever interrupts the
-            # wait - a signal turned into an exception, a timeout - must stop it here, since
-            # __exit__ does not run when __enter__ raises
+            # start or the wait - a signal turned into an exception, a timeout - must stop it
+            # here, since __exit__ does not run when __enter__ raises (OwnedPopen covers a
+            # signal inside Popen() itself, between fork and exec)
             self.stop()
             raise
         return self

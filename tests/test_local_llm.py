@@ -4,9 +4,12 @@ naming the signal and the log, not a connection error in every trajectory."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +78,67 @@ def test_a_server_that_completes_is_ready(tmp_path: Path) -> None:
         assert server._proc is not None and server._proc.poll() is None
     finally:
         server.stop()
+
+
+# a CLI process starting a child whose exec is slow (preexec_fn sleeps in the forked child):
+# SIGTERM arrives while Popen waits for the exec, and the CLI's handler raises
+_STARTER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from orchestrator.cli.common import Interrupted, install_signal_handlers
+    from orchestrator.local_llm import OwnedPopen
+
+    install_signal_handlers()
+    cls = OwnedPopen if sys.argv[1] == "owned" else subprocess.Popen
+    try:
+        cls(["sleep", "60"], preexec_fn=lambda: time.sleep(3), start_new_session=True)
+    except Interrupted:
+        sys.exit(3)
+    sys.exit(0)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status.lower()
+
+
+@pytest.mark.parametrize(("popen", "leaks"), [("owned", False), ("plain", True)])
+def test_a_signal_while_the_server_process_starts_leaves_no_process_behind(
+    popen: str, leaks: bool
+) -> None:
+    """What the demo does when SIGTERM comes as the server starts (the plain Popen is the
+    control: it shows the interruption really falls between fork and exec)."""
+    root = Path(__file__).resolve().parents[1]
+    starter = subprocess.Popen([sys.executable, "-c", _STARTER, popen], cwd=root)
+    deadline = time.monotonic() + 30
+    child: list[int] = []
+    while not child and time.monotonic() < deadline:
+        child = _children(starter.pid)
+        time.sleep(0.02)
+    assert child, "the starter forked no child"
+    starter.send_signal(signal.SIGTERM)
+    assert starter.wait(30) == 3  # Popen() raised Interrupted
+    time.sleep(3.5)  # past the child's preexec sleep: a leaked child has exec'd sleep 60 now
+    try:
+        assert _alive(child[0]) is leaks
+    finally:
+        if _alive(child[0]):
+            os.kill(child[0], signal.SIGKILL)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                out.append(int(entry.name))
+    return out
